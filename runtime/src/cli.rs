@@ -1,0 +1,402 @@
+//! The `wasm-ivr` command line: `check`, `simulate`, `serve`, `schema`.
+
+use crate::engine::folder::{self, Folder};
+use crate::engine::registry::{LoadContext, ivr_name, parse_routes};
+use crate::engine::{EngineSettings, IvrEngine, Registry};
+use crate::simulate::{self, SimulationOptions, TransferBehaviour, TransferFailureKind};
+use crate::tree::{self, Severity, ValidateOptions};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A self-hosted IVR runtime: SIP calls driven by WebAssembly components and JSON menu trees.
+#[derive(Debug, Parser)]
+#[command(name = "wasm-ivr", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Engine limits shared by the commands that run IVRs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Where compiled components are cached (default: $XDG_CACHE_HOME/wasm-ivr).
+    #[arg(long, env = "WASM_IVR_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Guest CPU time allowed per call, in milliseconds.
+    #[arg(long, env = "WASM_IVR_CPU_BUDGET_MS", default_value_t = 2000)]
+    pub cpu_budget_ms: u64,
+    /// Linear memory cap per guest instance, in MiB.
+    #[arg(long, env = "WASM_IVR_MEMORY_LIMIT_MIB", default_value_t = 64)]
+    pub memory_limit_mib: usize,
+}
+
+impl EngineArgs {
+    /// The engine settings these flags describe.
+    pub fn settings(&self, max_instances: u32) -> EngineSettings {
+        let defaults = EngineSettings::default();
+        EngineSettings {
+            max_instances,
+            memory_limit_bytes: self.memory_limit_mib.max(1) << 20,
+            cpu_budget: Duration::from_millis(self.cpu_budget_ms),
+            cache_dir: self.cache_dir.clone().or(defaults.cache_dir),
+            pooling: true,
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate IVR files (.json trees, .wasm components) or whole IVR folders.
+    /// Exits 0 when everything is valid, 1 with every error listed otherwise.
+    Check {
+        /// Files or folders to check.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The audio folder prompts must exist in (default: `audio/` beside each file).
+        #[arg(long)]
+        audio_dir: Option<PathBuf>,
+        /// Skip the check that prompt files exist (for drafts).
+        #[arg(long)]
+        no_audio_check: bool,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Engine flags (for components).
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Run an IVR against a scripted caller on a virtual clock, with no network.
+    Simulate {
+        /// The IVR: a .json tree or a .wasm component. IVRs it enters by name are loaded from
+        /// the same folder.
+        path: PathBuf,
+        /// The caller's script: one token per gather: keys (`1`, `123#`), `timeout`, `hangup`.
+        #[arg(long, default_value = "")]
+        keys: String,
+        /// Print one JSON object (path, events, outcome) instead of a readable trace.
+        #[arg(long)]
+        json: bool,
+        /// The audio folder (default: `audio/` beside the file).
+        #[arg(long)]
+        audio_dir: Option<PathBuf>,
+        /// The caller's number.
+        #[arg(long, default_value = "+15550100")]
+        caller: String,
+        /// The number dialled.
+        #[arg(long, default_value = "+15550199")]
+        did: String,
+        /// Make every transfer fail this way (to exercise failure branches).
+        #[arg(long, value_enum)]
+        transfer_fails: Option<TransferFailureKind>,
+        /// The caller is on the do-not-call list.
+        #[arg(long)]
+        caller_on_dnc: bool,
+        /// Engine flags.
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Load an IVR folder, keep it hot-reloaded, and serve calls.
+    Serve {
+        /// The IVR folder: NAME.json, NAME.wasm (+ NAME.toml), routes.toml.
+        #[arg(long, env = "WASM_IVR_DIR", default_value = "ivrs")]
+        dir: PathBuf,
+        /// The audio folder (default: `audio/` inside the IVR folder).
+        #[arg(long, env = "WASM_IVR_AUDIO_DIR")]
+        audio_dir: Option<PathBuf>,
+        /// Guest instances at once (sizes the instance pool).
+        #[arg(long, env = "WASM_IVR_MAX_CALLS", default_value_t = 1000)]
+        max_calls: u32,
+        /// Engine flags.
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Print the JSON Schema of the tree format.
+    Schema,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check {
+            paths,
+            audio_dir,
+            no_audio_check,
+            json,
+            engine,
+        } => check(&paths, audio_dir.as_deref(), no_audio_check, json, &engine),
+        Command::Simulate {
+            path,
+            keys,
+            json,
+            audio_dir,
+            caller,
+            did,
+            transfer_fails,
+            caller_on_dnc,
+            engine,
+        } => {
+            let options = SimulationOptions {
+                caller,
+                did,
+                audio_dir: Some(audio_dir.unwrap_or_else(|| sibling_audio_dir(&path))),
+                transfer: transfer_fails
+                    .map_or(TransferBehaviour::Succeed, TransferBehaviour::Fail),
+                caller_on_dnc_list: caller_on_dnc,
+                started_at_ms: now_ms(),
+            };
+            simulate_cmd(&path, &keys, json, options, &engine)
+        }
+        Command::Serve {
+            dir,
+            audio_dir,
+            max_calls,
+            engine,
+        } => {
+            let audio_dir = audio_dir.unwrap_or_else(|| dir.join("audio"));
+            serve(dir, audio_dir, engine.settings(max_calls))
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&tree::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sibling_audio_dir(path: &Path) -> PathBuf {
+    parent_dir(path).join("audio")
+}
+
+/// The IVR names in a folder (for checking sub-menu references).
+fn names_in(dir: &Path) -> HashSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| ivr_name(&e.path()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(serde::Serialize)]
+struct Finding {
+    severity: Severity,
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<(usize, usize)>,
+    message: String,
+}
+
+fn check(
+    paths: &[PathBuf],
+    audio_dir: Option<&Path>,
+    no_audio_check: bool,
+    json: bool,
+    engine_args: &EngineArgs,
+) -> Result<ExitCode> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    ivr_name(p).is_some() || p.file_name().is_some_and(|n| n == folder::ROUTES_FILE)
+                })
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut engine: Option<Arc<IvrEngine>> = None;
+    for file in &files {
+        let label = file.display().to_string();
+        let error = |message: String| Finding {
+            severity: Severity::Error,
+            file: label.clone(),
+            node: None,
+            position: None,
+            message,
+        };
+        if file.file_name().is_some_and(|n| n == folder::ROUTES_FILE) {
+            match std::fs::read_to_string(file)
+                .map_err(|e| e.to_string())
+                .and_then(|t| parse_routes(&t))
+            {
+                Ok(routes) => {
+                    let known = names_in(&parent_dir(file));
+                    for (did, name) in routes {
+                        if !known.contains(&name) {
+                            findings
+                                .push(error(format!("route \"{did}\" names unknown IVR '{name}'")));
+                        }
+                    }
+                }
+                Err(e) => findings.push(error(e)),
+            }
+            continue;
+        }
+        match file.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                let text = match std::fs::read_to_string(file) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        findings.push(error(e.to_string()));
+                        continue;
+                    }
+                };
+                let audio = audio_dir
+                    .map(Path::to_owned)
+                    .unwrap_or_else(|| sibling_audio_dir(file));
+                let known = names_in(&parent_dir(file));
+                let options = ValidateOptions {
+                    audio_dir: (!no_audio_check).then_some(audio.as_path()),
+                    known_ivrs: Some(&known),
+                };
+                let checked = tree::check_text(&label, &text, &options);
+                findings.extend(checked.diagnostics.into_iter().map(|d| Finding {
+                    severity: d.severity,
+                    file: d.file,
+                    node: d.node,
+                    position: d.position,
+                    message: d.message,
+                }));
+            }
+            Some("wasm") => {
+                let engine = match &engine {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e = IvrEngine::new(engine_args.settings(4))?;
+                        engine = Some(e.clone());
+                        e
+                    }
+                };
+                if let Err(e) = engine.load_path(file, &LoadContext::default()) {
+                    findings.push(error(e.to_string()));
+                }
+            }
+            _ => findings.push(error(
+                "not a .json tree, .wasm component or routes.toml".into(),
+            )),
+        }
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings.len() - errors;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "files": files.len(), "errors": errors, "warnings": warnings, "findings": findings,
+            }))?
+        );
+    } else {
+        for f in &findings {
+            let d = tree::Diagnostic {
+                severity: f.severity,
+                file: f.file.clone(),
+                node: f.node.clone(),
+                position: f.position,
+                message: f.message.clone(),
+            };
+            println!("{d}");
+        }
+        println!(
+            "{} file(s) checked: {errors} error(s), {warnings} warning(s)",
+            files.len()
+        );
+    }
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn simulate_cmd(
+    path: &Path,
+    keys: &str,
+    json: bool,
+    options: SimulationOptions,
+    engine_args: &EngineArgs,
+) -> Result<ExitCode> {
+    let script = simulate::parse_script(keys)?;
+    let engine = IvrEngine::new(engine_args.settings(16))?;
+    let dir = parent_dir(path);
+    let context = LoadContext {
+        audio_dir: options.audio_dir.clone(),
+        known_ivrs: Some(names_in(&dir)),
+    };
+    let ivr = match engine.load_path(path, &context) {
+        Ok(ivr) => ivr,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let registry = Arc::new(Registry::lazy(dir, context, engine.clone()));
+    let ivr = registry.insert(ivr);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(simulate::simulate(&engine, registry, ivr, script, &options));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(dir: PathBuf, audio_dir: PathBuf, settings: EngineSettings) -> Result<ExitCode> {
+    if !dir.is_dir() {
+        bail!("the IVR folder {} does not exist", dir.display());
+    }
+    let engine = IvrEngine::new(settings)?;
+    let registry = Arc::new(Registry::new());
+    let mut folder = Folder::new(dir.clone(), audio_dir);
+    let report = folder.sync(&engine, &registry);
+    report.log();
+    tracing::info!(dir = %dir.display(), ivrs = ?registry.names(), pooling = engine.is_pooling(), "IVR folder loaded; watching for changes");
+    let _watcher = folder::watch(folder, engine.clone(), registry.clone())
+        .context("cannot watch the IVR folder")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        tracing::info!("shutting down");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
