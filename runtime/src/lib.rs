@@ -14,5 +14,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod media;
 pub mod simulate;
+pub mod sip;
 pub mod tree;

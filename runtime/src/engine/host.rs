@@ -5,13 +5,13 @@
 //! channel, the trace, the outcome, the CPU meter — lives in a [`CallContext`] that moves from
 //! store to store when an IVR enters a sub-menu, so the whole call shares one of each.
 
+use super::IvrEngine;
 use super::channel::{
     CallChannel, CallTrace, Outcome, TraceEvent, destination_view, gather_view, level_name,
     prompts_view,
 };
 use super::guest_log::GuestLog;
 use super::registry::{LoadedIvr, Registry};
-use super::IvrEngine;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
