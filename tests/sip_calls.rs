@@ -1,0 +1,1 @@
+//! End-to-end calls: the real binary against SIPp on loopback (being written).
