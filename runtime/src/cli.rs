@@ -28,26 +28,76 @@ pub struct EngineArgs {
     /// Where compiled components are cached (default: $XDG_CACHE_HOME/wasm-ivr).
     #[arg(long, env = "WASM_IVR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Guest CPU time allowed per call, in milliseconds.
-    #[arg(long, env = "WASM_IVR_CPU_BUDGET_MS", default_value_t = 2000)]
-    pub cpu_budget_ms: u64,
-    /// Linear memory cap per guest instance, in MiB.
-    #[arg(long, env = "WASM_IVR_MEMORY_LIMIT_MIB", default_value_t = 64)]
-    pub memory_limit_mib: usize,
+    /// Guest CPU time allowed per call, in milliseconds (default 2000).
+    #[arg(long, env = "WASM_IVR_CPU_BUDGET_MS")]
+    pub cpu_budget_ms: Option<u64>,
+    /// Linear memory cap per guest instance, in MiB (default 64).
+    #[arg(long, env = "WASM_IVR_MEMORY_LIMIT_MIB")]
+    pub memory_limit_mib: Option<usize>,
 }
 
 impl EngineArgs {
-    /// The engine settings these flags describe.
-    pub fn settings(&self, max_instances: u32) -> EngineSettings {
+    /// The engine settings these flags describe, over the file's `[engine]` section.
+    pub fn settings(
+        &self,
+        max_instances: u32,
+        file: &crate::config::EngineSection,
+    ) -> EngineSettings {
         let defaults = EngineSettings::default();
         EngineSettings {
             max_instances,
-            memory_limit_bytes: self.memory_limit_mib.max(1) << 20,
-            cpu_budget: Duration::from_millis(self.cpu_budget_ms),
-            cache_dir: self.cache_dir.clone().or(defaults.cache_dir),
+            memory_limit_bytes: self
+                .memory_limit_mib
+                .or(file.memory_limit_mib)
+                .map_or(defaults.memory_limit_bytes, |mib| mib.max(1) << 20),
+            cpu_budget: self
+                .cpu_budget_ms
+                .or(file.cpu_budget_ms)
+                .map_or(defaults.cpu_budget, Duration::from_millis),
+            cache_dir: self
+                .cache_dir
+                .clone()
+                .or(file.cache_dir.clone())
+                .or(defaults.cache_dir),
             pooling: true,
         }
     }
+}
+
+/// `serve`'s settings; each overrides the config file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The settings file (see `wasm-ivr.toml` in the README).
+    #[arg(long, env = "WASM_IVR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The IVR folder: NAME.json, NAME.wasm (+ NAME.toml), routes.toml (default: ivrs).
+    #[arg(long, env = "WASM_IVR_DIR")]
+    pub dir: Option<PathBuf>,
+    /// The audio folder (default: `audio/` inside the IVR folder).
+    #[arg(long, env = "WASM_IVR_AUDIO_DIR")]
+    pub audio_dir: Option<PathBuf>,
+    /// SIP listeners, `udp:ADDRESS:PORT`; repeat the flag or separate with commas
+    /// (default: udp:127.0.0.1:5060).
+    #[arg(long, env = "WASM_IVR_SIP_LISTEN", value_delimiter = ',')]
+    pub sip_listen: Vec<String>,
+    /// RTP port range, LOW-HIGH (default: 20000-29999).
+    #[arg(long, env = "WASM_IVR_RTP_PORTS")]
+    pub rtp_ports: Option<String>,
+    /// Calls at once; more get 503 (default: 1000).
+    #[arg(long, env = "WASM_IVR_MAX_CALLS")]
+    pub max_calls: Option<usize>,
+    /// The address RTP binds to and SDP announces (default: the first listener's).
+    #[arg(long, env = "WASM_IVR_MEDIA_ADDRESS")]
+    pub media_address: Option<std::net::IpAddr>,
+    /// Ring (180) this long before answering, in ms (default: 0).
+    #[arg(long, env = "WASM_IVR_ANSWER_DELAY_MS")]
+    pub answer_delay_ms: Option<u64>,
+    /// Write each finished call's trace as JSON into this folder.
+    #[arg(long, env = "WASM_IVR_CALL_TRACES")]
+    pub call_traces: Option<PathBuf>,
+    /// Engine flags.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// The subcommands.
@@ -102,21 +152,8 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Load an IVR folder, keep it hot-reloaded, and serve calls.
-    Serve {
-        /// The IVR folder: NAME.json, NAME.wasm (+ NAME.toml), routes.toml.
-        #[arg(long, env = "WASM_IVR_DIR", default_value = "ivrs")]
-        dir: PathBuf,
-        /// The audio folder (default: `audio/` inside the IVR folder).
-        #[arg(long, env = "WASM_IVR_AUDIO_DIR")]
-        audio_dir: Option<PathBuf>,
-        /// Guest instances at once (sizes the instance pool).
-        #[arg(long, env = "WASM_IVR_MAX_CALLS", default_value_t = 1000)]
-        max_calls: u32,
-        /// Engine flags.
-        #[command(flatten)]
-        engine: EngineArgs,
-    },
+    /// Answer SIP calls with the IVRs of a folder, hot-reloading it as files change.
+    Serve(ServeArgs),
     /// Print the JSON Schema of the tree format.
     Schema,
 }
@@ -153,15 +190,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             };
             simulate_cmd(&path, &keys, json, options, &engine)
         }
-        Command::Serve {
-            dir,
-            audio_dir,
-            max_calls,
-            engine,
-        } => {
-            let audio_dir = audio_dir.unwrap_or_else(|| dir.join("audio"));
-            serve(dir, audio_dir, engine.settings(max_calls))
-        }
+        Command::Serve(args) => serve(args),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tree::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -292,7 +321,7 @@ fn check(
                 let engine = match &engine {
                     Some(e) => e.clone(),
                     None => {
-                        let e = IvrEngine::new(engine_args.settings(4))?;
+                        let e = IvrEngine::new(engine_args.settings(4, &Default::default()))?;
                         engine = Some(e.clone());
                         e
                     }
@@ -349,7 +378,7 @@ fn simulate_cmd(
     engine_args: &EngineArgs,
 ) -> Result<ExitCode> {
     let script = simulate::parse_script(keys)?;
-    let engine = IvrEngine::new(engine_args.settings(16))?;
+    let engine = IvrEngine::new(engine_args.settings(16, &Default::default()))?;
     let dir = parent_dir(path);
     let context = LoadContext {
         audio_dir: options.audio_dir.clone(),
@@ -376,26 +405,103 @@ fn simulate_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(dir: PathBuf, audio_dir: PathBuf, settings: EngineSettings) -> Result<ExitCode> {
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    use crate::config::{self, FileConfig};
+    use crate::media::library::PromptLibrary;
+    use crate::server::{Listen, Server, ServerConfig};
+
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let dir = args
+        .dir
+        .clone()
+        .or(file.ivrs.dir.clone())
+        .unwrap_or_else(|| PathBuf::from("ivrs"));
     if !dir.is_dir() {
         bail!("the IVR folder {} does not exist", dir.display());
     }
-    let engine = IvrEngine::new(settings)?;
+    let audio_dir = args
+        .audio_dir
+        .clone()
+        .or(file.ivrs.audio_dir.clone())
+        .unwrap_or_else(|| dir.join("audio"));
+    let listen_text: Vec<String> = if !args.sip_listen.is_empty() {
+        args.sip_listen.clone()
+    } else {
+        file.sip
+            .listen
+            .clone()
+            .unwrap_or_else(|| vec![config::DEFAULT_LISTEN.to_owned()])
+    };
+    let listen = listen_text
+        .iter()
+        .map(|l| l.parse::<Listen>().map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let rtp_ports = match args.rtp_ports.as_ref().or(file.sip.rtp_ports.as_ref()) {
+        Some(text) => config::parse_port_range(text).map_err(anyhow::Error::msg)?,
+        None => config::DEFAULT_RTP_PORTS,
+    };
+    let max_calls = args
+        .max_calls
+        .or(file.sip.max_calls)
+        .unwrap_or(config::DEFAULT_MAX_CALLS);
+    let call_traces = args.call_traces.clone().or(file.calls.traces_dir.clone());
+    if let Some(traces) = &call_traces {
+        std::fs::create_dir_all(traces)
+            .with_context(|| format!("cannot create {}", traces.display()))?;
+    }
+    let server_config = ServerConfig {
+        listen,
+        rtp_ports,
+        media_ip: args.media_address.or(file.sip.media_address),
+        max_calls,
+        answer_delay: Duration::from_millis(
+            args.answer_delay_ms
+                .or(file.sip.answer_delay_ms)
+                .unwrap_or(0),
+        ),
+        call_traces,
+    };
+    let max_instances = u32::try_from(max_calls.max(1)).unwrap_or(u32::MAX);
+    let engine = IvrEngine::new(args.engine.settings(max_instances, &file.engine))?;
     let registry = Arc::new(Registry::new());
+    let prompts = Arc::new(PromptLibrary::new(audio_dir.clone()));
+    prompts.sync().log();
     let mut folder = Folder::new(dir.clone(), audio_dir);
-    let report = folder.sync(&engine, &registry);
-    report.log();
-    tracing::info!(dir = %dir.display(), ivrs = ?registry.names(), pooling = engine.is_pooling(), "IVR folder loaded; watching for changes");
-    let _watcher = folder::watch(folder, engine.clone(), registry.clone())
-        .context("cannot watch the IVR folder")?;
+    folder.sync(&engine, &registry).log();
+    tracing::info!(dir = %dir.display(), ivrs = ?registry.names(), prompts = prompts.len(), pooling = engine.is_pooling(), "IVR folder loaded; watching for changes");
+    let watched_prompts = prompts.clone();
+    let _watcher = folder::watch(folder, engine.clone(), registry.clone(), move || {
+        watched_prompts.sync().log();
+    })
+    .context("cannot watch the IVR folder")?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        tracing::info!("shutting down");
+        let server = Server::bind(server_config, engine, registry, prompts).await?;
+        let addrs: Vec<String> = server
+            .local_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // One line on stdout for scripts and tests: what is listening, ports resolved.
+        println!(
+            "ready sip={} rtp={}-{}",
+            addrs.join(","),
+            rtp_ports.0,
+            rtp_ports.1
+        );
+        tracing::info!(sip = %addrs.join(","), "serving calls");
+        server
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+            })
+            .await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -10,11 +10,15 @@
 //!   [`engine::CallChannel`].
 //! - [`simulate`] is a channel with a scripted caller on a virtual clock: `wasm-ivr simulate`
 //!   and IVR authors' tests run the same engine with no network.
+//! - [`server`] is the real thing: SIP endpoints on the sans-IO [`sip`] core, RTP media on the
+//!   [`media`] primitives, one task per call running its IVR on an RTP-backed channel.
 //! - [`cli`] is the `wasm-ivr` command line.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod media;
+pub mod server;
 pub mod simulate;
 pub mod sip;
 pub mod tree;

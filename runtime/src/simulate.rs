@@ -15,9 +15,8 @@ use crate::engine::host::CallContext;
 use crate::engine::wit::{
     CallError, CallInfo, Destination, GatherOptions, GatherResult, Prompt, TransferFailure,
 };
-use crate::engine::{IvrEngine, LoadedIvr, Registry};
+use crate::engine::{CallReport, IvrEngine, LoadedIvr, Registry};
 use async_trait::async_trait;
-use serde::Serialize;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -276,26 +275,8 @@ impl CallChannel for ScriptedCaller {
     }
 }
 
-/// The result of a simulated call, as `simulate --json` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SimulationReport {
-    /// The IVR that answered.
-    pub ivr: String,
-    /// Its version.
-    pub version: String,
-    /// Step labels in order.
-    pub path: Vec<String>,
-    /// Key entries in order.
-    pub digits: Vec<String>,
-    /// Every event.
-    pub events: Vec<TraceEvent>,
-    /// How the call ended.
-    pub outcome: Outcome,
-    /// Call length on the virtual clock, in ms.
-    pub duration_ms: u64,
-    /// Guest CPU time, in µs (real, not virtual).
-    pub guest_cpu_us: u64,
-}
+/// The result of a simulated call: the same report a real call writes as its trace.
+pub type SimulationReport = CallReport;
 
 /// The call details a simulated call starts with.
 pub fn call_info(call_id: &str, ivr: &LoadedIvr, options: &SimulationOptions) -> CallInfo {
@@ -328,19 +309,10 @@ pub async fn simulate(
         engine.settings().cpu_budget,
     );
     let call = engine.run_call(ivr.clone(), call).await;
-    SimulationReport {
-        ivr: ivr.name.clone(),
-        version: ivr.version.clone(),
-        path: call.trace.path,
-        digits: call.trace.digits,
-        events: call.trace.events,
-        outcome: call.ended.unwrap_or(Outcome::Hangup),
-        duration_ms: call.channel.now_ms(),
-        guest_cpu_us: u64::try_from(call.cpu.used().as_micros()).unwrap_or(u64::MAX),
-    }
+    CallReport::new(&ivr, call)
 }
 
-impl SimulationReport {
+impl CallReport {
     /// A readable trace, one line per event.
     pub fn to_text(&self) -> String {
         use crate::tree::LoweredPrompt;

@@ -255,3 +255,49 @@ pub fn level_name(level: LogLevel) -> &'static str {
         LogLevel::Error => "error",
     }
 }
+
+/// A finished call as the simulator prints it and `serve --call-traces` writes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    /// The call's id.
+    pub call_id: String,
+    /// The number dialled.
+    pub did: String,
+    /// The caller.
+    pub caller: String,
+    /// The IVR that answered.
+    pub ivr: String,
+    /// Its version.
+    pub version: String,
+    /// Step labels in order.
+    pub path: Vec<String>,
+    /// Key entries in order.
+    pub digits: Vec<String>,
+    /// Every event.
+    pub events: Vec<TraceEvent>,
+    /// How the call ended.
+    pub outcome: Outcome,
+    /// Call length in ms on the channel's clock (virtual in `simulate`), from answer.
+    pub duration_ms: u64,
+    /// Guest CPU time, in µs.
+    pub guest_cpu_us: u64,
+}
+
+impl CallReport {
+    /// The report of a finished call.
+    pub fn new(ivr: &super::LoadedIvr, call: super::CallContext) -> Self {
+        CallReport {
+            call_id: call.info.call_id,
+            did: call.info.did,
+            caller: call.info.caller,
+            ivr: ivr.name.clone(),
+            version: ivr.version.clone(),
+            path: call.trace.path,
+            digits: call.trace.digits,
+            events: call.trace.events,
+            outcome: call.ended.unwrap_or(Outcome::Hangup),
+            duration_ms: call.channel.now_ms(),
+            guest_cpu_us: u64::try_from(call.cpu.used().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+}

@@ -247,11 +247,13 @@ pub struct Watcher {
 }
 
 /// Watches the folder (and its audio folder) and syncs after each burst of changes, on a
-/// thread of its own so compiling never blocks calls.
+/// thread of its own so compiling never blocks calls. `before_sync` runs first on each burst
+/// (the server reloads its prompt library there, so trees see the prompts they name).
 pub fn watch(
     mut folder: Folder,
     engine: Arc<IvrEngine>,
     registry: Arc<Registry>,
+    before_sync: impl Fn() + Send + 'static,
 ) -> notify::Result<Watcher> {
     use notify::{RecursiveMode, Watcher as _};
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
@@ -273,6 +275,7 @@ pub fn watch(
                 }
                 // Let the burst settle, then sync once.
                 while rx.recv_timeout(DEBOUNCE).is_ok() {}
+                before_sync();
                 folder.sync(&engine, &registry).log();
             }
         })

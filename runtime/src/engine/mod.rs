@@ -28,7 +28,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use channel::{CallChannel, CallTrace, Outcome, TraceEvent};
+pub use channel::{CallChannel, CallReport, CallTrace, Outcome, TraceEvent};
 pub use host::{CallContext, CpuMeter, wit};
 pub use registry::{IvrKind, LoadedIvr, Registry};
 

@@ -37,9 +37,12 @@
 //! - [`rtp`]: per-call RTP sender and receiver (`rtp-rs`).
 //! - [`dtmf`]: RFC 4733 events, SIP INFO bodies, Goertzel in-band detector.
 //! - [`digits`]: the per-call digit merger.
+//! - [`library`]: the audio folder loaded once into shared, pre-encoded prompts (the one part
+//!   that reads files).
 
 pub mod codec;
 pub mod digits;
 pub mod dtmf;
+pub mod library;
 pub mod prompt;
 pub mod rtp;

@@ -544,3 +544,39 @@ mod tests {
         assert_eq!(with_origin_version(b"v=0\r\n", 1), None);
     }
 }
+
+/// Payload type this runtime offers for telephone-event when it makes the offer.
+pub const OFFERED_TELEPHONE_EVENT: u8 = 101;
+
+/// Builds our offer, for an INVITE that arrived without one (the caller answers in its ACK):
+/// PCMU, PCMA and telephone-event on a local RTP endpoint.
+pub fn offer(local_ip: IpAddr, local_port: u16) -> Vec<u8> {
+    let family = if local_ip.is_ipv6() { "IP6" } else { "IP4" };
+    let te = OFFERED_TELEPHONE_EVENT;
+    format!(
+        "v=0\r\no=wasm-ivr 1 1 IN {family} {local_ip}\r\ns=wasm-ivr\r\nc=IN {family} {local_ip}\r\n\
+         t=0 0\r\nm=audio {local_port} RTP/AVP 0 8 {te}\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:8 PCMA/8000\r\na=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n\
+         a=ptime:20\r\na=sendrecv\r\n"
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod offer_tests {
+    use super::*;
+
+    #[test]
+    fn our_offer_parses_and_is_answerable() {
+        let body = offer("127.0.0.1".parse().unwrap(), 30000);
+        let parsed = parse(&body).unwrap();
+        assert!(parsed.has_common_codec());
+        let negotiated = answer(&parsed, "127.0.0.1".parse().unwrap(), 40000).unwrap();
+        assert_eq!(negotiated.codec, Codec::Pcmu);
+        assert_eq!(negotiated.telephone_event, Some(OFFERED_TELEPHONE_EVENT));
+        assert_eq!(
+            negotiated.remote_rtp,
+            Some("127.0.0.1:30000".parse().unwrap())
+        );
+    }
+}

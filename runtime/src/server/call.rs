@@ -1,0 +1,398 @@
+//! One call, from answer to end: the task that runs its IVR, and the [`CallChannel`] that turns
+//! the IVR's imports into RTP playout and digits.
+//!
+//! Digits reach the call from two places: the SIP endpoint (INFO) through the call's event
+//! queue, and the RTP receive loop (RFC 4733, in-band) through its digit queue. Both are merged
+//! into one de-duplicated stream here; keys that arrive while no gather is running wait in the
+//! type-ahead buffer.
+
+use super::media::{self, MediaDigit, MediaSession, Playing};
+use super::{CallEvent, Shared, SipCommand};
+use crate::engine::channel::CallChannel;
+use crate::engine::host::CallContext;
+use crate::engine::wit::{
+    CallError, CallInfo, Destination, GatherOptions, GatherResult, Prompt, TransferFailure,
+};
+use crate::engine::{CallReport, LoadedIvr};
+use crate::media::codec::Codec;
+use crate::media::digits::DigitMerger;
+use crate::sip::{CallHandle, IncomingCall, sdp};
+use async_trait::async_trait;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Everything a call task starts with.
+pub(crate) struct CallSetup {
+    pub handle: CallHandle,
+    pub incoming: IncomingCall,
+    pub ivr: Arc<LoadedIvr>,
+    pub session: Arc<MediaSession>,
+    /// The SDP for our 200: the answer, or our offer when the INVITE had none.
+    pub local_sdp: Vec<u8>,
+    /// The negotiation, when the INVITE carried the offer.
+    pub negotiated: Option<sdp::Answer>,
+    pub events: mpsc::UnboundedReceiver<CallEvent>,
+    pub commands: mpsc::UnboundedSender<SipCommand>,
+    pub shared: Arc<Shared>,
+}
+
+/// The media codec for an SDP codec.
+pub(crate) fn media_codec(codec: sdp::Codec) -> Codec {
+    match codec {
+        sdp::Codec::Pcmu => Codec::Pcmu,
+        sdp::Codec::Pcma => Codec::Pcma,
+    }
+}
+
+/// Whether we send media in this direction (ours).
+pub(crate) fn sends(direction: sdp::Direction) -> bool {
+    matches!(
+        direction,
+        sdp::Direction::SendRecv | sdp::Direction::SendOnly
+    )
+}
+
+/// Runs a call to its end: answer, wait for ACK, run the IVR, write its trace.
+pub(crate) async fn run(setup: CallSetup) {
+    let CallSetup {
+        handle,
+        incoming,
+        ivr,
+        session,
+        local_sdp,
+        negotiated,
+        mut events,
+        commands,
+        shared,
+    } = setup;
+    let call_id = incoming.call_id.clone();
+    let delay = shared.config.answer_delay;
+    if !delay.is_zero() {
+        let _ = commands.send(SipCommand::Ring(handle));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            event = wait_for_end(&mut events) => {
+                tracing::info!(%call_id, ?event, "call ended before it was answered");
+                return;
+            }
+        }
+    }
+    let _ = commands.send(SipCommand::Answer(handle, local_sdp));
+    let ack_sdp = loop {
+        match events.recv().await {
+            Some(CallEvent::Acked { sdp }) => break sdp,
+            Some(CallEvent::Digit(_)) | Some(CallEvent::Renegotiated) => {}
+            Some(CallEvent::Ended) | None => {
+                tracing::info!(%call_id, "call ended before the ACK");
+                return;
+            }
+        }
+    };
+    let telephone_event = match (&negotiated, ack_sdp) {
+        (Some(answer), _) => answer.telephone_event,
+        // We offered in our 200; the caller's answer is in the ACK.
+        (None, Some(body)) => match sdp::parse(&body)
+            .and_then(|d| sdp::answer(&d, session.local_addr().ip(), session.local_addr().port()))
+        {
+            Ok(answer) => {
+                session.renegotiate(
+                    answer.remote_rtp,
+                    true,
+                    media_codec(answer.codec),
+                    answer.payload_type,
+                );
+                answer.telephone_event
+            }
+            Err(e) => {
+                tracing::warn!(%call_id, "unusable SDP answer in ACK ({e}); hanging up");
+                let _ = commands.send(SipCommand::Hangup(handle));
+                return;
+            }
+        },
+        (None, None) => {
+            tracing::warn!(%call_id, "ACK without the SDP answer our offer asked for; hanging up");
+            let _ = commands.send(SipCommand::Hangup(handle));
+            return;
+        }
+    };
+    let (digits_tx, digits_rx) = mpsc::unbounded_channel();
+    let receiver = tokio::spawn(media::receive(session.clone(), telephone_event, digits_tx));
+
+    let info = CallInfo {
+        call_id: call_id.clone(),
+        caller: incoming.caller.clone(),
+        did: incoming.did.clone(),
+        ivr: ivr.name.clone(),
+        version: ivr.version.clone(),
+        caller_on_dnc_list: false,
+        started_at_ms: unix_ms(),
+        headers: incoming.headers.clone(),
+    };
+    tracing::info!(%call_id, did = %incoming.did, caller = %incoming.caller, ivr = %ivr.name, version = %ivr.version, "call answered");
+    let channel = RtpCall {
+        handle,
+        session: session.clone(),
+        events,
+        digits: digits_rx,
+        digits_open: true,
+        type_ahead: VecDeque::new(),
+        merger: DigitMerger::new(),
+        commands: commands.clone(),
+        answered: Instant::now(),
+        shared: shared.clone(),
+        ended: false,
+    };
+    let context = CallContext::new(
+        Box::new(channel),
+        info,
+        shared.registry.clone(),
+        shared.engine.settings().cpu_budget,
+    );
+    let call = shared.engine.run_call(ivr.clone(), context).await;
+    receiver.abort();
+    let report = CallReport::new(&ivr, call);
+    tracing::info!(%call_id, path = %report.path.join(","), outcome = report.outcome.label(), duration_ms = report.duration_ms, rtp_sent = session.packets_sent(), "call ended");
+    if let Some(dir) = &shared.config.call_traces {
+        write_trace(dir, &report);
+    }
+}
+
+async fn wait_for_end(events: &mut mpsc::UnboundedReceiver<CallEvent>) -> &'static str {
+    loop {
+        match events.recv().await {
+            Some(CallEvent::Ended) => return "ended",
+            None => return "gone",
+            Some(_) => {}
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Writes a call's trace as `DIR/<call-id>.json`, the call id made safe as a file name.
+fn write_trace(dir: &std::path::Path, report: &CallReport) {
+    let name: String = report
+        .call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("{name}.json"));
+    let written = serde_json::to_vec_pretty(report)
+        .map_err(std::io::Error::other)
+        .and_then(|json| {
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, json)?;
+            std::fs::rename(&tmp, &path)
+        });
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), "cannot write the call trace: {e}");
+    }
+}
+
+/// What the IVR waits on.
+enum Input {
+    Digit(char),
+    Ended,
+}
+
+/// The media side of a real call.
+struct RtpCall {
+    handle: CallHandle,
+    session: Arc<MediaSession>,
+    events: mpsc::UnboundedReceiver<CallEvent>,
+    digits: mpsc::UnboundedReceiver<MediaDigit>,
+    digits_open: bool,
+    type_ahead: VecDeque<char>,
+    merger: DigitMerger,
+    commands: mpsc::UnboundedSender<SipCommand>,
+    answered: Instant,
+    shared: Arc<Shared>,
+    ended: bool,
+}
+
+impl RtpCall {
+    /// The next digit or the end of the call. Cancel-safe: nothing is lost if a `select!`
+    /// drops it before it completes.
+    async fn next_input(&mut self) -> Input {
+        loop {
+            let digit = tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(CallEvent::Digit(d)) => d,
+                    Some(CallEvent::Acked { .. }) | Some(CallEvent::Renegotiated) => continue,
+                    Some(CallEvent::Ended) | None => {
+                        self.ended = true;
+                        return Input::Ended;
+                    }
+                },
+                digit = self.digits.recv(), if self.digits_open => match digit {
+                    Some(d) => d,
+                    None => {
+                        self.digits_open = false;
+                        continue;
+                    }
+                },
+            };
+            if let Some(merged) = self.merger.push(digit.source, digit.digit, digit.at) {
+                return Input::Digit(merged.digit.as_char());
+            }
+        }
+    }
+
+    fn resolve(&self, prompts: &[Prompt]) -> Result<Vec<Playing>, CallError> {
+        prompts
+            .iter()
+            .map(|prompt| match prompt {
+                Prompt::File(name) => self
+                    .shared
+                    .prompts
+                    .get(name)
+                    .map(|prompt| Playing::Prompt { prompt, next: 0 })
+                    .ok_or_else(|| {
+                        CallError::BadRequest(format!(
+                            "no audio file '{name}' in {}",
+                            self.shared.prompts.dir().display()
+                        ))
+                    }),
+                Prompt::Silence(ms) => Ok(Playing::Silence { frames: ms.div_ceil(20) }),
+                Prompt::Say(_) => Err(CallError::BadRequest(
+                    "text-to-speech prompts are not available on this runtime yet; use an audio file"
+                        .into(),
+                )),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl CallChannel for RtpCall {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.answered.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn play(&mut self, prompts: &[Prompt]) -> Result<(), CallError> {
+        if self.ended {
+            return Err(CallError::HungUp);
+        }
+        let items = self.resolve(prompts)?;
+        let mut done = self.session.play(items);
+        loop {
+            tokio::select! {
+                _ = &mut done => return Ok(()),
+                input = self.next_input() => match input {
+                    Input::Digit(key) => self.type_ahead.push_back(key),
+                    Input::Ended => {
+                        self.session.stop();
+                        return Err(CallError::HungUp);
+                    }
+                },
+            }
+        }
+    }
+
+    async fn gather(&mut self, options: &GatherOptions) -> Result<GatherResult, CallError> {
+        if self.ended {
+            return Err(CallError::HungUp);
+        }
+        if !options.type_ahead {
+            self.type_ahead.clear();
+        }
+        let items = self.resolve(&options.prompts)?;
+        let mut playing = !items.is_empty();
+        let mut done = self.session.play(items);
+        let max = usize::from(options.max_digits.max(1));
+        let first = Duration::from_millis(u64::from(options.first_digit_timeout_ms));
+        let between = Duration::from_millis(u64::from(options.inter_digit_timeout_ms));
+        let mut entry = String::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            while let Some(key) = self.type_ahead.pop_front() {
+                if playing && options.barge_in {
+                    self.session.stop();
+                    playing = false;
+                }
+                if options.terminators.contains(key) {
+                    self.session.stop();
+                    return Ok(GatherResult::Digits(entry));
+                }
+                entry.push(key);
+                if entry.chars().count() >= max {
+                    self.session.stop();
+                    return Ok(GatherResult::Digits(entry));
+                }
+                if !playing {
+                    deadline = Some(tokio::time::Instant::now() + between);
+                }
+            }
+            if !playing && deadline.is_none() {
+                deadline = Some(
+                    tokio::time::Instant::now() + if entry.is_empty() { first } else { between },
+                );
+            }
+            let timer = deadline.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                _ = &mut done, if playing => {
+                    playing = false;
+                    deadline = None;
+                }
+                _ = tokio::time::sleep_until(timer), if !playing => {
+                    return Ok(if entry.is_empty() {
+                        GatherResult::Timeout
+                    } else {
+                        GatherResult::Partial(entry)
+                    });
+                }
+                input = self.next_input() => match input {
+                    Input::Digit(key) => self.type_ahead.push_back(key),
+                    Input::Ended => {
+                        self.session.stop();
+                        return Err(CallError::HungUp);
+                    }
+                },
+            }
+        }
+    }
+
+    async fn transfer(
+        &mut self,
+        _to: &Destination,
+        _context: &[(String, String)],
+    ) -> Result<(), CallError> {
+        if self.ended {
+            return Err(CallError::HungUp);
+        }
+        Err(CallError::TransferFailed(TransferFailure::Unreachable(
+            "transfers are not available on this runtime yet".into(),
+        )))
+    }
+
+    async fn hang_up(&mut self, goodbye: &[Prompt]) {
+        if self.ended {
+            return;
+        }
+        if !goodbye.is_empty() && self.play(goodbye).await.is_err() {
+            return; // the caller hung up first
+        }
+        self.ended = true;
+        self.session.stop();
+        let _ = self.commands.send(SipCommand::Hangup(self.handle));
+    }
+
+    async fn suppress(&mut self, goodbye: &[Prompt]) -> Result<(), String> {
+        // The caller asked to be left alone: the call ends whatever happens to the list.
+        self.hang_up(goodbye).await;
+        Err("the do-not-call list is not available on this runtime yet".into())
+    }
+}

@@ -1,0 +1,276 @@
+//! One SIP endpoint: the task that owns a UDP socket and the sans-IO [`SipCore`] behind it.
+//!
+//! The loop waits on three things — a datagram, a command from a call task, the core's next
+//! timeout (one reusable timer) — feeds the core, then drains its outputs: datagrams go out,
+//! events start calls or reach the call they belong to.
+
+use super::call::{self, CallSetup, media_codec, sends};
+use super::media::{MediaDigit, MediaSession};
+use super::{CallEvent, Shared, SipCommand};
+use crate::media::digits::DigitSource;
+use crate::media::dtmf::parse_sip_info;
+use crate::sip::{self, CallHandle, Event, IncomingCall, Input, Output, SipCore, sdp};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// What the endpoint keeps per live call.
+struct CallLink {
+    events: mpsc::UnboundedSender<CallEvent>,
+    session: Arc<MediaSession>,
+}
+
+/// A SIP endpoint and its calls.
+pub(crate) struct Endpoint {
+    socket: UdpSocket,
+    core: SipCore,
+    calls: HashMap<CallHandle, CallLink>,
+    commands_tx: mpsc::UnboundedSender<SipCommand>,
+    commands_rx: mpsc::UnboundedReceiver<SipCommand>,
+    shared: Arc<Shared>,
+}
+
+impl Endpoint {
+    /// An endpoint on a bound socket.
+    pub(crate) fn new(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Result<Self> {
+        let local = socket.local_addr()?;
+        let mut config = sip::Config::new(local);
+        config.max_calls = shared.config.max_calls;
+        config.user_agent = format!("wasm-ivr/{}", env!("CARGO_PKG_VERSION"));
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        Ok(Endpoint {
+            socket,
+            core: SipCore::new(config),
+            calls: HashMap::new(),
+            commands_tx,
+            commands_rx,
+            shared,
+        })
+    }
+
+    /// Runs until the task is dropped.
+    pub(crate) async fn run(mut self) {
+        let mut buf = vec![0u8; 65_536];
+        let timer = tokio::time::sleep(std::time::Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed = false;
+        loop {
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => {
+                        self.core.handle_input(Input::Datagram { now: Instant::now(), from, data: &buf[..len] });
+                    }
+                    // ICMP errors surface here on some systems; they say nothing about our calls.
+                    Err(e) => tracing::debug!("SIP socket: {e}"),
+                },
+                Some(command) = self.commands_rx.recv() => self.apply(command),
+                () = &mut timer, if armed => {
+                    armed = false;
+                    self.core.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+            while let Some(output) = self.core.poll_output() {
+                match output {
+                    Output::Transmit(t) => {
+                        if let Err(e) = self.socket.send_to(&t.data, t.to).await {
+                            tracing::debug!(to = %t.to, "SIP send failed: {e}");
+                        }
+                    }
+                    Output::Event(event) => self.on_event(event),
+                    Output::Timeout(at) => {
+                        timer.as_mut().reset(at.into());
+                        armed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, command: SipCommand) {
+        let now = Instant::now();
+        let result = match command {
+            SipCommand::Ring(call) => self.core.ring(call),
+            SipCommand::Answer(call, body) => self.core.answer(now, call, body),
+            SipCommand::Hangup(call) => self.core.hangup(now, call),
+        };
+        if let Err(e) = result {
+            tracing::debug!("SIP command not applied: {e}");
+        }
+    }
+
+    fn notify(&self, call: CallHandle, event: CallEvent) {
+        if let Some(link) = self.calls.get(&call) {
+            let _ = link.events.send(event);
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::IncomingCall(incoming) => self.on_incoming(incoming),
+            Event::Ack { call, sdp } => self.notify(call, CallEvent::Acked { sdp }),
+            Event::CallCancelled { call } | Event::ByeReceived { call } => {
+                self.notify(call, CallEvent::Ended)
+            }
+            Event::Info {
+                call,
+                content_type,
+                body,
+            } => match parse_sip_info(content_type.as_deref().unwrap_or(""), &body) {
+                Ok(info) => self.notify(
+                    call,
+                    CallEvent::Digit(MediaDigit {
+                        source: DigitSource::SipInfo,
+                        digit: info.digit,
+                        at: Instant::now(),
+                    }),
+                ),
+                Err(e) => tracing::debug!("INFO without a usable digit: {e}"),
+            },
+            Event::ReInvite { call, sdp_offer } => self.on_reinvite(call, sdp_offer),
+            Event::ByeResult { call, outcome } => {
+                tracing::debug!(?call, ?outcome, "BYE done");
+            }
+            Event::CallEnded { call, reason } => {
+                tracing::debug!(?call, ?reason, "dialog ended");
+                if let Some(link) = self.calls.remove(&call) {
+                    let _ = link.events.send(CallEvent::Ended);
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, call: CallHandle, status: u16, reason: &str) {
+        if let Err(e) = self.core.reject(Instant::now(), call, status, reason) {
+            tracing::debug!("reject not applied: {e}");
+        }
+    }
+
+    fn on_incoming(&mut self, incoming: IncomingCall) {
+        let call = incoming.call;
+        // Every unknown number gets the same answer, so a scanner learns nothing.
+        let Some(ivr) = self.shared.registry.route(&incoming.did) else {
+            tracing::info!(did = %incoming.did, from = %incoming.source, "no IVR for this number");
+            self.reject(call, 404, "Not Found");
+            return;
+        };
+        let socket = match self.shared.ports.bind() {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!("cannot take the call: {e}");
+                self.reject(call, 503, "Service Unavailable");
+                return;
+            }
+        };
+        let local = match socket.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::warn!("RTP socket: {e}");
+                self.reject(call, 503, "Service Unavailable");
+                return;
+            }
+        };
+        let media_ip = self.shared.ports.ip();
+        let (local_sdp, negotiated) = match &incoming.sdp_offer {
+            Some(offer) => {
+                match sdp::parse(offer).and_then(|o| sdp::answer(&o, media_ip, local.port())) {
+                    Ok(answer) => (answer.sdp.clone(), Some(answer)),
+                    Err(e) => {
+                        tracing::info!("unanswerable offer: {e}");
+                        self.reject(call, 488, "Not Acceptable Here");
+                        return;
+                    }
+                }
+            }
+            None => (sdp::offer(media_ip, local.port()), None),
+        };
+        let (codec, payload_type, remote, sending) = match &negotiated {
+            Some(a) => (
+                media_codec(a.codec),
+                a.payload_type,
+                a.remote_rtp,
+                sends(a.direction),
+            ),
+            None => (crate::media::codec::Codec::Pcmu, 0, None, true),
+        };
+        let session = match MediaSession::new(socket, codec, payload_type, remote) {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::warn!("RTP session: {e}");
+                self.reject(call, 500, "Server Internal Error");
+                return;
+            }
+        };
+        if !sending {
+            session.renegotiate(remote, false, codec, payload_type);
+        }
+        self.shared.pacer.add(&session);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        self.calls.insert(
+            call,
+            CallLink {
+                events: events_tx,
+                session: session.clone(),
+            },
+        );
+        tokio::spawn(call::run(CallSetup {
+            handle: call,
+            incoming,
+            ivr,
+            session,
+            local_sdp,
+            negotiated,
+            events: events_rx,
+            commands: self.commands_tx.clone(),
+            shared: self.shared.clone(),
+        }));
+    }
+
+    fn on_reinvite(&mut self, call: CallHandle, offer: Option<Vec<u8>>) {
+        let now = Instant::now();
+        let Some(link) = self.calls.get(&call) else {
+            let _ = self
+                .core
+                .reject_reinvite(now, call, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        let local: SocketAddr = link.session.local_addr();
+        let media_ip = self.shared.ports.ip();
+        let result = match offer {
+            Some(offer) => {
+                match sdp::parse(&offer).and_then(|o| sdp::answer(&o, media_ip, local.port())) {
+                    Ok(answer) => {
+                        link.session.renegotiate(
+                            answer.remote_rtp,
+                            sends(answer.direction),
+                            media_codec(answer.codec),
+                            answer.payload_type,
+                        );
+                        let _ = link.events.send(CallEvent::Renegotiated);
+                        self.core.answer_reinvite(now, call, answer.sdp)
+                    }
+                    Err(e) => {
+                        tracing::info!("unanswerable re-INVITE offer: {e}");
+                        self.core
+                            .reject_reinvite(now, call, 488, "Not Acceptable Here")
+                    }
+                }
+            }
+            // A session refresh without an offer: offer what we have.
+            None => self
+                .core
+                .answer_reinvite(now, call, sdp::offer(media_ip, local.port())),
+        };
+        if let Err(e) = result {
+            tracing::debug!("re-INVITE answer not applied: {e}");
+        }
+    }
+
+    /// Live calls on this endpoint.
+    #[allow(dead_code)]
+    pub(crate) fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+}
