@@ -76,8 +76,8 @@ pub struct ServeArgs {
     /// The audio folder (default: `audio/` inside the IVR folder).
     #[arg(long, env = "WASM_IVR_AUDIO_DIR")]
     pub audio_dir: Option<PathBuf>,
-    /// SIP listeners, `udp:ADDRESS:PORT`; repeat the flag or separate with commas
-    /// (default: udp:127.0.0.1:5060).
+    /// SIP listeners, `udp:ADDRESS:PORT` or `tcp:ADDRESS:PORT`; repeat the flag or separate
+    /// with commas (default: udp:127.0.0.1:5060,tcp:127.0.0.1:5060).
     #[arg(long, env = "WASM_IVR_SIP_LISTEN", value_delimiter = ',')]
     pub sip_listen: Vec<String>,
     /// RTP port range, LOW-HIGH (default: 20000-29999).
@@ -433,7 +433,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         file.sip
             .listen
             .clone()
-            .unwrap_or_else(|| vec![config::DEFAULT_LISTEN.to_owned()])
+            .unwrap_or_else(|| config::DEFAULT_LISTEN.map(str::to_owned).to_vec())
     };
     let listen = listen_text
         .iter()

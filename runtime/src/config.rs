@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [sip]
-//! listen = ["udp:127.0.0.1:5060"]   # also udp:[::1]:5060
+//! listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]   # also udp:[::1]:5060
 //! rtp_ports = "20000-29999"
 //! max_calls = 1000
 //! # media_address = "192.0.2.10"    # RTP bind + SDP address; default: the first listener's
@@ -27,8 +27,8 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-/// Default SIP listener.
-pub const DEFAULT_LISTEN: &str = "udp:127.0.0.1:5060";
+/// Default SIP listeners.
+pub const DEFAULT_LISTEN: [&str; 2] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"];
 /// Default RTP port range.
 pub const DEFAULT_RTP_PORTS: (u16, u16) = (20000, 29999);
 /// Default call limit.

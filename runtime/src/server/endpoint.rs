@@ -6,6 +6,7 @@
 
 use super::call::{self, CallSetup, media_codec, sends};
 use super::media::{MediaDigit, MediaSession};
+use super::tcp::TcpHub;
 use super::{CallEvent, Shared, SipCommand};
 use crate::media::digits::DigitSource;
 use crate::media::dtmf::parse_sip_info;
@@ -23,9 +24,49 @@ struct CallLink {
     session: Arc<MediaSession>,
 }
 
+/// Where an endpoint's messages come from and go to.
+pub(crate) enum Net {
+    /// One UDP socket.
+    Udp(UdpSocket),
+    /// A TCP listener's connections.
+    Tcp(TcpHub),
+}
+
+impl Net {
+    /// The next message into `buf`: (length, sender). None when the transport is gone.
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match self {
+            Net::Udp(socket) => loop {
+                match socket.recv_from(buf).await {
+                    Ok(received) => return Some(received),
+                    // ICMP errors surface here on some systems; they say nothing about our calls.
+                    Err(e) => tracing::debug!("SIP socket: {e}"),
+                }
+            },
+            Net::Tcp(hub) => {
+                let (from, message) = hub.recv().await?;
+                let len = message.len().min(buf.len());
+                buf[..len].copy_from_slice(&message[..len]);
+                Some((len, from))
+            }
+        }
+    }
+
+    async fn send(&self, data: Vec<u8>, to: SocketAddr) {
+        match self {
+            Net::Udp(socket) => {
+                if let Err(e) = socket.send_to(&data, to).await {
+                    tracing::debug!(%to, "SIP send failed: {e}");
+                }
+            }
+            Net::Tcp(hub) => hub.send(data, to),
+        }
+    }
+}
+
 /// A SIP endpoint and its calls.
 pub(crate) struct Endpoint {
-    socket: UdpSocket,
+    net: Net,
     core: SipCore,
     calls: HashMap<CallHandle, CallLink>,
     commands_tx: mpsc::UnboundedSender<SipCommand>,
@@ -34,21 +75,24 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint on a bound socket.
-    pub(crate) fn new(socket: UdpSocket, shared: Arc<Shared>) -> std::io::Result<Self> {
-        let local = socket.local_addr()?;
+    /// An endpoint on a bound transport reachable at `local`.
+    pub(crate) fn new(net: Net, local: SocketAddr, shared: Arc<Shared>) -> Self {
         let mut config = sip::Config::new(local);
+        config.transport = match net {
+            Net::Udp(_) => sip::Transport::Udp,
+            Net::Tcp(_) => sip::Transport::Tcp,
+        };
         config.max_calls = shared.config.max_calls;
         config.user_agent = format!("wasm-ivr/{}", env!("CARGO_PKG_VERSION"));
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        Ok(Endpoint {
-            socket,
+        Endpoint {
+            net,
             core: SipCore::new(config),
             calls: HashMap::new(),
             commands_tx,
             commands_rx,
             shared,
-        })
+        }
     }
 
     /// Runs until the task is dropped.
@@ -59,12 +103,11 @@ impl Endpoint {
         let mut armed = false;
         loop {
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => {
+                received = self.net.recv(&mut buf) => match received {
+                    Some((len, from)) => {
                         self.core.handle_input(Input::Datagram { now: Instant::now(), from, data: &buf[..len] });
                     }
-                    // ICMP errors surface here on some systems; they say nothing about our calls.
-                    Err(e) => tracing::debug!("SIP socket: {e}"),
+                    None => return,
                 },
                 Some(command) = self.commands_rx.recv() => self.apply(command),
                 () = &mut timer, if armed => {
@@ -74,11 +117,7 @@ impl Endpoint {
             }
             while let Some(output) = self.core.poll_output() {
                 match output {
-                    Output::Transmit(t) => {
-                        if let Err(e) = self.socket.send_to(&t.data, t.to).await {
-                            tracing::debug!(to = %t.to, "SIP send failed: {e}");
-                        }
-                    }
+                    Output::Transmit(t) => self.net.send(t.data, t.to).await,
                     Output::Event(event) => self.on_event(event),
                     Output::Timeout(at) => {
                         timer.as_mut().reset(at.into());

@@ -11,6 +11,7 @@
 mod call;
 mod endpoint;
 pub mod media;
+mod tcp;
 
 use crate::engine::{IvrEngine, Registry};
 use crate::media::library::PromptLibrary;
@@ -47,9 +48,11 @@ pub(crate) enum CallEvent {
     Ended,
 }
 
-/// A SIP listen address: `udp:127.0.0.1:5060`.
+/// A SIP listen address: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen {
+    /// UDP or TCP.
+    pub transport: crate::sip::Transport,
     /// The socket address.
     pub addr: SocketAddr,
 }
@@ -61,25 +64,25 @@ impl std::str::FromStr for Listen {
         let (transport, addr) = s
             .split_once(':')
             .ok_or_else(|| format!("'{s}': use TRANSPORT:ADDRESS:PORT, e.g. udp:127.0.0.1:5060"))?;
-        match transport.to_ascii_lowercase().as_str() {
-            "udp" => {}
-            "tcp" | "tls" => {
-                return Err(format!(
-                    "'{s}': only UDP is supported so far; use udp:{addr}"
-                ));
-            }
-            other => return Err(format!("'{s}': unknown transport '{other}'")),
-        }
+        let transport = match transport.to_ascii_lowercase().as_str() {
+            "udp" => crate::sip::Transport::Udp,
+            "tcp" => crate::sip::Transport::Tcp,
+            other => return Err(format!("'{s}': unknown transport '{other}' (udp or tcp)")),
+        };
         let addr: SocketAddr = addr.parse().map_err(|e| {
             format!("'{s}': bad address ({e}); IPv6 goes in brackets: udp:[::1]:5060")
         })?;
-        Ok(Listen { addr })
+        Ok(Listen { transport, addr })
     }
 }
 
 impl std::fmt::Display for Listen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "udp:{}", self.addr)
+        let transport = match self.transport {
+            crate::sip::Transport::Udp => "udp",
+            crate::sip::Transport::Tcp => "tcp",
+        };
+        write!(f, "{transport}:{}", self.addr)
     }
 }
 
@@ -164,13 +167,27 @@ impl Server {
                 listen: *listen,
                 source,
             };
-            let socket = tokio::net::UdpSocket::bind(listen.addr)
-                .await
-                .map_err(bind_err)?;
+            let (net, local) = match listen.transport {
+                crate::sip::Transport::Udp => {
+                    let socket = tokio::net::UdpSocket::bind(listen.addr)
+                        .await
+                        .map_err(bind_err)?;
+                    let local = socket.local_addr().map_err(bind_err)?;
+                    (endpoint::Net::Udp(socket), local)
+                }
+                crate::sip::Transport::Tcp => {
+                    let listener = tokio::net::TcpListener::bind(listen.addr)
+                        .await
+                        .map_err(bind_err)?;
+                    let local = listener.local_addr().map_err(bind_err)?;
+                    (endpoint::Net::Tcp(tcp::TcpHub::start(listener)), local)
+                }
+            };
             local_addrs.push(Listen {
-                addr: socket.local_addr().map_err(bind_err)?,
+                transport: listen.transport,
+                addr: local,
             });
-            endpoints.push(endpoint::Endpoint::new(socket, shared.clone()).map_err(bind_err)?);
+            endpoints.push(endpoint::Endpoint::new(net, local, shared.clone()));
         }
         Ok(Server {
             endpoints,

@@ -79,7 +79,7 @@ impl Dialog {
     pub fn request(
         &mut self,
         method: &str,
-        local_addr: SocketAddr,
+        via_sent_by: &str,
         branch: &str,
         user_agent: &str,
     ) -> Vec<u8> {
@@ -107,7 +107,7 @@ impl Dialog {
         // Writing into a String cannot fail; results are ignored on purpose.
         let _ = write!(
             s,
-            "{method} {request_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local_addr};branch={branch};rport\r\nMax-Forwards: 70\r\n"
+            "{method} {request_uri} SIP/2.0\r\nVia: SIP/2.0/{via_sent_by};branch={branch};rport\r\nMax-Forwards: 70\r\n"
         );
         for r in &routes {
             let _ = write!(s, "Route: {r}\r\n");

@@ -36,6 +36,7 @@
 mod dialog;
 pub mod message;
 pub mod sdp;
+pub mod stream;
 pub mod timers;
 mod transaction;
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub max_transactions: usize,
     /// Product token for Server / User-Agent headers.
     pub user_agent: String,
+    /// UDP or TCP: what our own requests' Via and our Contact say.
+    pub transport: Transport,
     /// How long the application may take to answer an INVITE or re-INVITE before the core
     /// answers for it (480 and `CallEnded { Unanswered }`, or 500 for a re-INVITE), so that a
     /// stuck application cannot pin calls in memory (default 180 s, RFC 3261 timer C).
@@ -94,6 +97,35 @@ impl Config {
             max_transactions: 100_000,
             user_agent: "wasm-ivr".to_owned(),
             answer_timeout: Duration::from_secs(180),
+            transport: Transport::Udp,
+        }
+    }
+
+    /// Our Contact, with `;transport=tcp` on stream endpoints so in-dialog requests come back
+    /// over the same kind of transport.
+    pub fn contact(&self) -> String {
+        match self.transport {
+            Transport::Udp => format!("<sip:{}>", self.local_addr),
+            Transport::Tcp => format!("<sip:{};transport=tcp>", self.local_addr),
+        }
+    }
+}
+
+/// The transport an endpoint runs on; it shows in the Via and Contact of what we send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Datagrams.
+    Udp,
+    /// A stream; messages framed by [`stream::StreamFramer`].
+    Tcp,
+}
+
+impl Transport {
+    /// The Via transport token.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
         }
     }
 }
@@ -386,7 +418,7 @@ impl SipCore {
         let bytes = ResponseBuilder::new(&tx.request.headers, tx.peer, 180, "Ringing")
             .local_tag(Some(&tag))
             .record_route()
-            .header("Contact", format!("<sip:{}>", self.config.local_addr))
+            .header("Contact", self.config.contact())
             .build();
         tx.provisional(bytes.clone());
         let to = tx.peer;
@@ -524,7 +556,7 @@ impl SipCore {
         sdp: Vec<u8>,
     ) -> Result<(), CommandError> {
         let timers = self.config.timers;
-        let contact = format!("<sip:{}>", self.config.local_addr);
+        let contact = self.config.contact();
         let server = self.config.user_agent.clone();
         let c = self
             .calls
@@ -589,12 +621,14 @@ impl SipCore {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let bytes = c.dialog.request(
-            "BYE",
-            self.config.local_addr,
-            &branch,
-            &self.config.user_agent,
+        let via = format!(
+            "{} {}",
+            self.config.transport.via_name(),
+            self.config.local_addr
         );
+        let bytes = c
+            .dialog
+            .request("BYE", &via, &branch, &self.config.user_agent);
         let dest = c.dialog.peer;
         c.state = CallState::Terminating;
         let tx = ClientTx::start(
