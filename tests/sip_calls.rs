@@ -1,1 +1,735 @@
-//! End-to-end calls: the real binary against SIPp on loopback (being written).
+//! End-to-end calls: the real `wasm-ivr serve` against SIPp callers on loopback.
+//!
+//! Each test starts its own server on a temporary copy of an IVR folder (the seed example or a
+//! fixture of `tests/fixtures/calls/`), places one or more calls with SIPp (`-m 1`, bounded by
+//! `-timeout`/`-timeout_error`, scenarios rendered from `tests/sipp/`), and checks SIPp's side
+//! (exit status, the messages it logged) and the runtime's side (the call trace it writes for
+//! every call with `--call-traces`). The tests run one at a time (`sipp::serial`) because
+//! their timing is real time.
+//!
+//! Needs `sipp` (Debian `sip-tester`, for its RFC 4733 pcaps too), `tcpdump` and `tshark`, and
+//! root for tcpdump and SIPp's raw-socket pcap play.
+
+mod common;
+
+use common::sipp::{
+    self, CallDir, Capture, PIN_DID, SEED_DID, Server, ServerOptions, Sipp, Step, ToneBuilder,
+    Trace,
+};
+use serde_json::{Value, json};
+use std::time::Duration;
+use wasm_ivr::media::codec::{Codec, FRAME_SAMPLES};
+use wasm_ivr::media::prompt::EncodedPrompt;
+
+/// The seed's welcome prompt, in ms (welcome.wav, 6.3 s).
+const WELCOME_MS: u64 = 6_300;
+
+fn seed_server() -> (CallDir, Server) {
+    let dir = CallDir::seed();
+    let server = Server::start(&dir, &ServerOptions::default());
+    (dir, server)
+}
+
+fn assert_path(trace: &Trace, expected: &[&str], server: &Server) {
+    assert_eq!(
+        trace.path(),
+        expected,
+        "call path\n{}\n{}",
+        trace.pretty(),
+        server.log()
+    );
+}
+
+fn assert_outcome(trace: &Trace, expected: &str, server: &Server) {
+    assert_eq!(
+        trace.outcome(),
+        expected,
+        "call outcome\n{}\n{}",
+        trace.pretty(),
+        server.log()
+    );
+}
+
+/// The 1-then-2 call of the seed: welcome → has_license → unqualified, which plays
+/// not_qualified.wav and hangs up, so the caller gets the runtime's BYE.
+fn seed_one_two(name: &str, first: Step, second: Step) {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let steps = [
+        Step::Pause(1000),
+        first,
+        Step::Pause(1500),
+        second,
+        Step::Pause(300),
+        Step::AwaitBye(20_000),
+    ];
+    let run = Sipp::call(&dir, name, SEED_DID, &steps)
+        .timeout(45)
+        .run(&server);
+    run.assert_success(&server);
+    assert_eq!(run.requests("BYE").len(), 1, "one BYE\n{}", run.report());
+
+    let trace = server.trace(&run.call_id);
+    assert_eq!(trace.0["call_id"], json!(run.call_id), "{}", trace.pretty());
+    assert_eq!(
+        trace.0["ivr"],
+        json!("plumber-qualifier"),
+        "{}",
+        trace.pretty()
+    );
+    assert!(
+        trace.0["did"]
+            .as_str()
+            .is_some_and(|d| d.trim_start_matches('+') == "14155559876"),
+        "did\n{}",
+        trace.pretty()
+    );
+    assert_path(&trace, &["welcome", "has_license", "unqualified"], &server);
+    assert_outcome(&trace, "hangup", &server);
+    assert_eq!(
+        trace.gather_results(),
+        vec![json!({"digits": "1"}), json!({"digits": "2"})],
+        "gathers\n{}",
+        trace.pretty()
+    );
+    server.assert_running();
+}
+
+/// 1. RFC 4733 telephone-events (SIPp's shipped pcaps): `1 2` → unqualified, runtime BYE.
+#[test]
+fn rfc2833_digits_walk_the_seed_tree_and_the_ivr_hangs_up() {
+    seed_one_two("rfc2833-1-2", Step::Rfc2833('1'), Step::Rfc2833('2'));
+}
+
+/// 2. The same call with SIP INFO `application/dtmf-relay` digits.
+#[test]
+fn sip_info_dtmf_relay_digits_walk_the_seed_tree() {
+    seed_one_two("info-relay-1-2", Step::Info('1'), Step::Info('2'));
+}
+
+/// 2b. The same call with SIP INFO `application/dtmf` digits.
+#[test]
+fn sip_info_application_dtmf_digits_walk_the_seed_tree() {
+    seed_one_two("info-dtmf-1-2", Step::InfoDtmf('1'), Step::InfoDtmf('2'));
+}
+
+/// 3. No input: after the prompt and the 5 s first-key timeout, `welcome` plays again; then
+///    the caller hangs up.
+#[test]
+fn silence_replays_the_welcome_node_then_caller_hangs_up() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let run = Sipp::call(
+        &dir,
+        "no-input",
+        SEED_DID,
+        &[Step::Pause(13_000), Step::Bye],
+    )
+    .timeout(40)
+    .run(&server);
+    run.assert_success(&server);
+
+    let trace = server.trace(&run.call_id);
+    let path = trace.path();
+    assert!(
+        path.len() >= 2 && path[0] == "welcome" && path[1] == "welcome",
+        "path should start welcome, welcome\n{}",
+        trace.pretty()
+    );
+    assert_outcome(&trace, "caller-hangup", &server);
+    let gathers = trace.gather_results();
+    assert_eq!(
+        gathers.first(),
+        Some(&json!("timeout")),
+        "first gather\n{}",
+        trace.pretty()
+    );
+    assert_eq!(
+        gathers.last(),
+        Some(&json!("hung-up")),
+        "last gather (the caller's BYE)\n{}",
+        trace.pretty()
+    );
+    // The replay comes after the whole prompt plus the 5 s timeout, not before.
+    let welcomes = trace.steps_at_ms("welcome");
+    assert!(
+        welcomes.len() >= 2 && welcomes[1] >= 10_000,
+        "second welcome should start ≥ 10 s into the call (6.3 s prompt + 5 s): {welcomes:?}\n{}",
+        trace.pretty()
+    );
+    server.assert_running();
+}
+
+/// 4. Barge-in: `1` one second into the 6.3 s welcome prompt stops it; has_license starts
+///    long before the prompt would have ended.
+#[test]
+fn a_key_during_the_prompt_barges_in() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let run = Sipp::call(
+        &dir,
+        "barge-in",
+        SEED_DID,
+        &[
+            Step::Pause(1000),
+            Step::Rfc2833('1'),
+            Step::Pause(2000),
+            Step::Bye,
+        ],
+    )
+    .timeout(30)
+    .run(&server);
+    run.assert_success(&server);
+
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.gather_results().first(),
+        Some(&json!({"digits": "1"})),
+        "{}",
+        trace.pretty()
+    );
+    let at = trace.step_at_ms("has_license");
+    assert!(
+        at.is_some_and(|ms| ms < 4000),
+        "has_license should start < 4000 ms into the call (the key came at ~1000 ms; the \
+         prompt lasts {WELCOME_MS} ms), got {at:?}\n{}",
+        trace.pretty()
+    );
+    assert_path(&trace, &["welcome", "has_license"], &server);
+    assert_outcome(&trace, "caller-hangup", &server);
+    server.assert_running();
+}
+
+/// 5. Multi-digit entry ended by `#` (fixture `pin-entry`: max_digits 4, `"123": "ok"`).
+#[test]
+fn multi_digit_entry_with_terminator() {
+    let _serial = sipp::serial();
+    let dir = CallDir::fixture("pin-entry");
+    let mut server = Server::start(&dir, &ServerOptions::default());
+    let run = Sipp::call(
+        &dir,
+        "pin-123-pound",
+        PIN_DID,
+        &[
+            Step::Pause(1000),
+            Step::Info('1'),
+            Step::Pause(300),
+            Step::Info('2'),
+            Step::Pause(300),
+            Step::Info('3'),
+            Step::Pause(300),
+            Step::Info('#'),
+            Step::AwaitBye(20_000),
+        ],
+    )
+    .timeout(40)
+    .run(&server);
+    run.assert_success(&server);
+
+    let trace = server.trace(&run.call_id);
+    assert_path(&trace, &["pin", "ok"], &server);
+    assert_eq!(
+        trace.gather_results(),
+        vec![json!({"digits": "123"})],
+        "{}",
+        trace.pretty()
+    );
+    assert_outcome(&trace, "hangup", &server);
+    server.assert_running();
+}
+
+/// 6. What the caller hears: the first prompt arrives as PCMU, byte for byte the encoded
+///    welcome.wav, in 20 ms packets with no sequence gaps and timestamps stepping by 160.
+#[test]
+fn the_caller_receives_the_prompt_bytes_in_order() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let sipp = Sipp::call(&dir, "audio", SEED_DID, &[Step::Pause(8000), Step::Bye]).timeout(30);
+    let capture = match Capture::start(&dir.logs.join("audio.pcap"), sipp.media_port) {
+        Ok(c) => c,
+        Err(e) => panic!("packet capture is impossible here: {e}"),
+    };
+    let run = sipp.run(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let pcap = capture.stop();
+    run.assert_success(&server);
+
+    let packets = sipp::rtp_packets(&pcap, run.media_port).expect("tshark");
+    let prompt = EncodedPrompt::load(&dir.audio("welcome.wav"), &Default::default())
+        .expect("load welcome.wav");
+    let frames = prompt.frames(Codec::Pcmu);
+    let n = frames.len();
+    assert!(
+        packets.len() >= n,
+        "the caller got {} RTP packets, the prompt alone is {n} frames\n{}",
+        packets.len(),
+        server.log()
+    );
+    for p in &packets {
+        assert_eq!(p.payload_type, 0, "PCMU was offered first: {p:?}");
+        assert_eq!(p.payload.len(), FRAME_SAMPLES, "20 ms frames: {p:?}");
+    }
+    let ssrc = packets[0].ssrc;
+    assert!(packets.iter().all(|p| p.ssrc == ssrc), "one SSRC per call");
+    // Sequence numbers: consecutive over the whole call (no gap, no repeat).
+    for w in packets.windows(2) {
+        assert_eq!(
+            w[1].seq,
+            w[0].seq.wrapping_add(1),
+            "sequence gap between {:?} and {:?}",
+            (w[0].seq, w[0].timestamp),
+            (w[1].seq, w[1].timestamp)
+        );
+        let step = w[1].timestamp.wrapping_sub(w[0].timestamp);
+        assert!(
+            step > 0 && step % 160 == 0,
+            "timestamps must advance by whole 20 ms frames: {} → {}",
+            w[0].timestamp,
+            w[1].timestamp
+        );
+    }
+    // Find the prompt in the stream: anything before it must be silence.
+    let start = (0..=packets.len() - n).find(|&i| {
+        packets[i..i + n]
+            .iter()
+            .zip(frames)
+            .all(|(p, f)| p.payload == f[..])
+    });
+    let Some(start) = start else {
+        let best = (0..=packets.len() - n)
+            .map(|i| {
+                let matching = packets[i..i + n]
+                    .iter()
+                    .zip(frames)
+                    .take_while(|(p, f)| p.payload == f[..])
+                    .count();
+                (matching, i)
+            })
+            .max();
+        panic!(
+            "the {n} frames of welcome.wav never arrive in order; best run: {best:?} \
+             (matching frames, first packet); first payload: {:02x?}",
+            packets[0].payload.get(..16)
+        );
+    };
+    let silence = Codec::Pcmu.silence_byte();
+    for p in &packets[..start] {
+        assert!(
+            p.payload.iter().all(|&b| b == silence),
+            "before the prompt only silence may be sent: {p:?}"
+        );
+    }
+    let in_prompt = &packets[start..start + n];
+    for w in in_prompt.windows(2) {
+        assert_eq!(
+            w[1].timestamp.wrapping_sub(w[0].timestamp),
+            160,
+            "timestamps inside the prompt step by 160"
+        );
+    }
+    assert_eq!(
+        in_prompt
+            .iter()
+            .flat_map(|p| p.payload.iter().copied())
+            .collect::<Vec<u8>>(),
+        prompt.bytes(Codec::Pcmu),
+        "the concatenated payloads are the prompt's PCMU bytes"
+    );
+    // Paced in real time (not a benchmark: a burst would be a broken pacer).
+    let span_ms = (in_prompt[n - 1].time_us - in_prompt[0].time_us) / 1000;
+    let expected_ms = (n as u64 - 1) * 20;
+    assert!(
+        span_ms * 10 >= expected_ms * 8 && span_ms * 10 <= expected_ms * 15,
+        "the prompt's {n} packets took {span_ms} ms to arrive, {expected_ms} ms expected"
+    );
+    let trace = server.trace(&run.call_id);
+    assert_outcome(&trace, "caller-hangup", &server);
+    server.assert_running();
+}
+
+/// 7. In-band DTMF in the caller's PCMU: a 20 ms burst of `9` is too short to count; a
+///    100 ms `1` is a key press.
+#[test]
+fn in_band_dtmf_is_detected_and_a_20ms_blip_is_not() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let signal = ToneBuilder::new()
+        .silence(10)
+        .tone('9', 1)
+        .silence(15)
+        .tone('1', 5)
+        .silence(10);
+    let pcap = dir.logs.join("inband-9short-1.pcap");
+    sipp::write_rtp_pcap(&pcap, 0, &signal.frames(Codec::Pcmu));
+    let run = Sipp::call(
+        &dir,
+        "inband",
+        SEED_DID,
+        &[
+            Step::Pause(1000),
+            Step::Pcap(pcap.clone()),
+            Step::Pause(2500),
+            Step::Bye,
+        ],
+    )
+    .timeout(30)
+    .run(&server);
+    run.assert_success(&server);
+
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.gather_results().first(),
+        Some(&json!({"digits": "1"})),
+        "the 100 ms `1` is the first key (a detected 20 ms `9` would lead to dnc)\n{}",
+        trace.pretty()
+    );
+    assert_path(&trace, &["welcome", "has_license"], &server);
+    assert!(
+        !trace.0["digits"].to_string().contains('9'),
+        "the 20 ms `9` must not be detected\n{}",
+        trace.pretty()
+    );
+    server.assert_running();
+}
+
+/// 8. CANCEL while ringing: 200 for the CANCEL, 487 for the INVITE, ACK matched.
+#[test]
+fn cancel_before_answer_gets_200_and_487() {
+    let _serial = sipp::serial();
+    let dir = CallDir::seed();
+    let mut server = Server::start(
+        &dir,
+        &ServerOptions {
+            answer_delay_ms: Some(3000),
+            ..ServerOptions::default()
+        },
+    );
+    let run = Sipp::file(&dir, "uac_cancel.xml", SEED_DID)
+        .timeout(20)
+        .run(&server);
+    run.assert_success(&server);
+    let finals = run.responses_to("1 INVITE");
+    let codes: Vec<&str> = finals.iter().map(|m| m.start_line()).collect();
+    assert!(
+        !codes.iter().any(|c| c.starts_with("SIP/2.0 200")),
+        "the INVITE must not be answered after the CANCEL: {codes:?}"
+    );
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| c.starts_with("SIP/2.0 487"))
+            .count(),
+        1,
+        "exactly one 487 (a retransmitted 487 means the ACK did not match): {codes:?}\n{}",
+        run.report()
+    );
+    // No trace, or one that says the caller hung up.
+    std::thread::sleep(Duration::from_millis(1000));
+    for file in sipp::trace_files(&server.traces) {
+        let trace: Value =
+            serde_json::from_str(&sipp::read_to_string_lossy(&file)).expect("trace is JSON");
+        assert_eq!(
+            trace["outcome"]["action"],
+            json!("caller-hangup"),
+            "a cancelled call's trace\n{trace:#}"
+        );
+    }
+    sipp::assert_options_answered(&dir, &server);
+    server.assert_running();
+}
+
+/// 9. The caller hangs up in the middle of the prompt: 200, and the call ends at once.
+#[test]
+fn caller_bye_mid_prompt_is_answered_and_ends_the_call() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let run = Sipp::call(
+        &dir,
+        "bye-mid-prompt",
+        SEED_DID,
+        &[Step::Pause(2000), Step::Bye],
+    )
+    .timeout(20)
+    .run(&server);
+    run.assert_success(&server);
+    let ok = run.responses_to("2 BYE");
+    assert!(
+        ok.iter().any(|m| m.start_line().starts_with("SIP/2.0 200")),
+        "BYE answered 200\n{}",
+        run.report()
+    );
+    let trace = server.trace(&run.call_id);
+    assert_path(&trace, &["welcome"], &server);
+    assert_outcome(&trace, "caller-hangup", &server);
+    assert_eq!(
+        trace.gather_results(),
+        vec![json!("hung-up")],
+        "{}",
+        trace.pretty()
+    );
+    let duration = trace.0["duration_ms"].as_u64();
+    assert!(
+        duration.is_some_and(|d| d < 5000),
+        "the call should end with the BYE at ~2 s, not play on: duration_ms {duration:?}"
+    );
+    server.assert_running();
+}
+
+/// 10. Hold (re-INVITE a=sendonly → a=recvonly) and resume mid-call; digits still work.
+#[test]
+fn reinvite_hold_and_resume_then_digits_still_work() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let run = Sipp::call(
+        &dir,
+        "hold-resume",
+        SEED_DID,
+        &[
+            Step::Pause(1000),
+            Step::Hold,
+            Step::Pause(1000),
+            Step::Resume,
+            Step::Pause(500),
+            Step::Info('1'),
+            Step::Pause(1500),
+            Step::Info('2'),
+            Step::AwaitBye(20_000),
+        ],
+    )
+    .timeout(45)
+    .run(&server);
+    run.assert_success(&server);
+
+    let ok = |cseq: &str| {
+        run.responses_to(cseq)
+            .into_iter()
+            .find(|m| m.start_line().starts_with("SIP/2.0 200"))
+            .unwrap_or_else(|| panic!("no 200 for {cseq}\n{}", run.report()))
+    };
+    let hold = ok("2 INVITE");
+    assert!(
+        hold.header("Content-Type")
+            .is_some_and(|t| t.starts_with("application/sdp")),
+        "hold answer carries SDP:\n{}",
+        hold.text
+    );
+    assert!(
+        hold.body().contains("a=recvonly"),
+        "the answer to a=sendonly must be a=recvonly:\n{}",
+        hold.text
+    );
+    let resume = ok("3 INVITE");
+    assert!(
+        resume.body().contains("m=audio"),
+        "resume answer carries SDP:\n{}",
+        resume.text
+    );
+    assert!(
+        !resume.body().contains("a=recvonly")
+            && !resume.body().contains("a=inactive")
+            && !resume.body().contains("a=sendonly"),
+        "the answer to a=sendrecv must be sendrecv again:\n{}",
+        resume.text
+    );
+
+    let trace = server.trace(&run.call_id);
+    assert_path(&trace, &["welcome", "has_license", "unqualified"], &server);
+    assert_outcome(&trace, "hangup", &server);
+    server.assert_running();
+}
+
+/// 11. A number with no IVR: 404.
+#[test]
+fn unknown_did_is_rejected_with_404() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let run = Sipp::file(&dir, "uac_unknown_did.xml", "+19995550000")
+        .timeout(15)
+        .run(&server);
+    run.assert_success(&server);
+    let codes: Vec<String> = run
+        .responses_to("1 INVITE")
+        .iter()
+        .map(|m| m.start_line().to_owned())
+        .collect();
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| c.starts_with("SIP/2.0 404"))
+            .count(),
+        1,
+        "one 404 (a retransmitted 404 means the ACK did not match): {codes:?}"
+    );
+    server.assert_running();
+    sipp::assert_options_answered(&dir, &server);
+}
+
+/// 12. Hot reload mid-call: call A started on the old tree keeps it; call B after the edit
+///     gets the new one.
+#[test]
+fn editing_the_tree_mid_call_changes_new_calls_only() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    // A: waits in welcome (which repeats on timeout) until B is done, then presses 1.
+    let a = Sipp::call(
+        &dir,
+        "reload-a",
+        SEED_DID,
+        &[
+            Step::Pause(15_000),
+            Step::Info('1'),
+            Step::Pause(1500),
+            Step::Bye,
+        ],
+    )
+    .timeout(45)
+    .spawn(&server);
+    std::thread::sleep(Duration::from_millis(2000));
+
+    let tree_path = dir.ivrs.join("plumber-qualifier.json");
+    let old = std::fs::read_to_string(&tree_path).expect("read tree");
+    let mut tree: Value = serde_json::from_str(&old).expect("tree JSON");
+    tree["nodes"]["welcome"]["gather"]["1"] = json!("unqualified");
+    dir.replace(
+        "plumber-qualifier.json",
+        &serde_json::to_string_pretty(&tree).expect("tree JSON"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let b_started = std::time::Instant::now();
+    let b = Sipp::call(
+        &dir,
+        "reload-b",
+        SEED_DID,
+        &[Step::Pause(1000), Step::Info('1'), Step::AwaitBye(20_000)],
+    )
+    .timeout(30)
+    .run(&server);
+    b.assert_success(&server);
+    let b_trace = server.trace(&b.call_id);
+    assert_path(&b_trace, &["welcome", "unqualified"], &server);
+    assert_outcome(&b_trace, "hangup", &server);
+    assert!(
+        b_started.elapsed() < Duration::from_millis(11_000),
+        "call B took {:?}; call A presses 1 at ~15 s and must do so after B ended",
+        b_started.elapsed()
+    );
+
+    let a = a.wait();
+    a.assert_success(&server);
+    let a_trace = server.trace(&a.call_id);
+    assert_eq!(
+        a_trace.path().iter().find(|n| *n != "welcome"),
+        Some(&"has_license".to_owned()),
+        "call A started on the old tree and must keep it\n{}",
+        a_trace.pretty()
+    );
+    assert_outcome(&a_trace, "caller-hangup", &server);
+    assert_ne!(
+        a_trace.0["version"], b_trace.0["version"],
+        "A and B ran different versions"
+    );
+    server.assert_running();
+}
+
+/// Nothing leaks: with an RTP range of two ports, three calls in a row all succeed; afterwards
+/// OPTIONS is answered, the server holds as many sockets as before the calls, and every RTP
+/// port of its range can be bound again.
+#[test]
+fn calls_leave_no_port_or_socket_behind() {
+    let _serial = sipp::serial();
+    let dir = CallDir::seed();
+    let mut server = Server::start(
+        &dir,
+        &ServerOptions {
+            rtp_ports: 2,
+            ..ServerOptions::default()
+        },
+    );
+    sipp::assert_options_answered(&dir, &server);
+    let sockets_before = server.open_sockets();
+    let mut call_ids = Vec::new();
+    for i in 0..3 {
+        let run = Sipp::call(
+            &dir,
+            &format!("sequential-{i}"),
+            SEED_DID,
+            &[
+                Step::Pause(1000),
+                Step::Info('1'),
+                Step::Pause(500),
+                Step::Bye,
+            ],
+        )
+        .timeout(20)
+        .run(&server);
+        run.assert_success(&server);
+        call_ids.push(run.call_id);
+    }
+    for id in &call_ids {
+        let trace = server.trace(id);
+        assert_path(&trace, &["welcome", "has_license"], &server);
+        assert_outcome(&trace, "caller-hangup", &server);
+    }
+    sipp::assert_options_answered(&dir, &server);
+    // Give the runtime a moment to drop the last call's media socket.
+    let mut sockets_after = server.open_sockets();
+    for _ in 0..20 {
+        if sockets_after <= sockets_before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        sockets_after = server.open_sockets();
+    }
+    assert!(
+        sockets_after <= sockets_before,
+        "the server held {sockets_before} sockets before the calls and {sockets_after} after\n{}",
+        server.log()
+    );
+    let (lo, hi) = server.rtp;
+    if let Err(e) = sipp::ports_bindable(lo, hi) {
+        panic!("{e}\n{}", server.log());
+    }
+    server.assert_running();
+}
+
+/// The in-band signal of test 7 is what the runtime's detector (fed directly, no call) reports
+/// as exactly one `1`: a failure of the call test is then the call path's, not the signal's.
+#[test]
+fn the_in_band_test_signal_holds_one_key() {
+    let signal = ToneBuilder::new()
+        .silence(10)
+        .tone('9', 1)
+        .silence(15)
+        .tone('1', 5)
+        .silence(10);
+    let mut detector = wasm_ivr::media::dtmf::InbandDetector::new();
+    let mut keys = String::new();
+    for frame in signal.frames(Codec::Pcmu) {
+        detector.feed_g711(Codec::Pcmu, &frame, |d| keys.push(d.as_char()));
+    }
+    assert_eq!(keys, "1");
+}
+
+/// The pcap writer's output reads back (tshark) as the RTP stream it was given.
+#[test]
+fn the_pcap_writer_writes_rtp_that_tshark_reads_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pcap = dir.path().join("x.pcap");
+    let frames = ToneBuilder::new().tone('5', 3).frames(Codec::Pcmu);
+    sipp::write_rtp_pcap(&pcap, 0, &frames);
+    let packets = match sipp::rtp_packets(&pcap, 10_000) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(packets.len(), 3, "{packets:?}");
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(p.seq, 1000 + i as u16);
+        assert_eq!(p.timestamp, 8000 + 160 * i as u32);
+        assert_eq!(p.payload_type, 0);
+        assert_eq!(p.marker, i == 0);
+        assert_eq!(p.ssrc, 0x1234_5678);
+        assert_eq!(p.payload, frames[i]);
+        assert_eq!(p.time_us, 20_000 * i as u64);
+    }
+}
