@@ -242,10 +242,21 @@ fn multi_digit_entry_with_terminator() {
 ///    welcome.wav, in 20 ms packets with no sequence gaps and timestamps stepping by 160.
 #[test]
 fn the_caller_receives_the_prompt_bytes_in_order() {
+    prompt_arrives_intact("audio-pcmu", &[0, 8, 101], Codec::Pcmu);
+}
+
+/// 6b. The same with only PCMA offered: the runtime must send the A-law encoding.
+#[test]
+fn a_pcma_caller_receives_the_prompt_in_a_law() {
+    prompt_arrives_intact("audio-pcma", &[8, 101], Codec::Pcma);
+}
+
+fn prompt_arrives_intact(name: &str, offer: &[u8], codec: Codec) {
     let _serial = sipp::serial();
     let (dir, mut server) = seed_server();
-    let sipp = Sipp::call(&dir, "audio", SEED_DID, &[Step::Pause(8000), Step::Bye]).timeout(30);
-    let capture = match Capture::start(&dir.logs.join("audio.pcap"), sipp.media_port) {
+    let sipp = Sipp::call_offering(&dir, name, SEED_DID, offer, &[Step::Pause(8000), Step::Bye])
+        .timeout(30);
+    let capture = match Capture::start(&dir.logs.join(format!("{name}.pcap")), sipp.media_port) {
         Ok(c) => c,
         Err(e) => panic!("packet capture is impossible here: {e}"),
     };
@@ -253,11 +264,33 @@ fn the_caller_receives_the_prompt_bytes_in_order() {
     std::thread::sleep(Duration::from_millis(300));
     let pcap = capture.stop();
     run.assert_success(&server);
+    let answer = run
+        .responses_to("1 INVITE")
+        .into_iter()
+        .find(|m| m.start_line().starts_with("SIP/2.0 200"))
+        .unwrap_or_else(|| panic!("no 200\n{}", run.report()));
+    let m_line = answer
+        .body()
+        .lines()
+        .find(|l| l.starts_with("m=audio"))
+        .unwrap_or_default()
+        .to_owned();
+    let formats: Vec<&str> = m_line.split_whitespace().skip(3).collect();
+    assert_eq!(
+        formats.first().copied(),
+        Some(codec.payload_type().to_string().as_str()),
+        "the answer's first format is the codec used: {m_line}"
+    );
+    assert!(
+        formats.contains(&"101") && answer.body().contains("telephone-event/8000"),
+        "the answer keeps telephone-event:\n{}",
+        answer.text
+    );
 
     let packets = sipp::rtp_packets(&pcap, run.media_port).expect("tshark");
     let prompt = EncodedPrompt::load(&dir.audio("welcome.wav"), &Default::default())
         .expect("load welcome.wav");
-    let frames = prompt.frames(Codec::Pcmu);
+    let frames = prompt.frames(codec);
     let n = frames.len();
     assert!(
         packets.len() >= n,
@@ -266,7 +299,11 @@ fn the_caller_receives_the_prompt_bytes_in_order() {
         server.log()
     );
     for p in &packets {
-        assert_eq!(p.payload_type, 0, "PCMU was offered first: {p:?}");
+        assert_eq!(
+            p.payload_type,
+            codec.payload_type(),
+            "the negotiated codec: {p:?}"
+        );
         assert_eq!(p.payload.len(), FRAME_SAMPLES, "20 ms frames: {p:?}");
     }
     let ssrc = packets[0].ssrc;
@@ -312,7 +349,7 @@ fn the_caller_receives_the_prompt_bytes_in_order() {
             packets[0].payload.get(..16)
         );
     };
-    let silence = Codec::Pcmu.silence_byte();
+    let silence = codec.silence_byte();
     for p in &packets[..start] {
         assert!(
             p.payload.iter().all(|&b| b == silence),
@@ -332,8 +369,9 @@ fn the_caller_receives_the_prompt_bytes_in_order() {
             .iter()
             .flat_map(|p| p.payload.iter().copied())
             .collect::<Vec<u8>>(),
-        prompt.bytes(Codec::Pcmu),
-        "the concatenated payloads are the prompt's PCMU bytes"
+        prompt.bytes(codec),
+        "the concatenated payloads are the prompt's {} bytes",
+        codec.name()
     );
     // Paced in real time (not a benchmark: a burst would be a broken pacer).
     let span_ms = (in_prompt[n - 1].time_us - in_prompt[0].time_us) / 1000;
@@ -404,10 +442,18 @@ fn cancel_before_answer_gets_200_and_487() {
             ..ServerOptions::default()
         },
     );
-    let run = Sipp::file(&dir, "uac_cancel.xml", SEED_DID)
-        .timeout(20)
-        .run(&server);
+    let sipp = Sipp::file(&dir, "uac_cancel.xml", SEED_DID).timeout(20);
+    let capture = Capture::start(&dir.logs.join("cancel.pcap"), sipp.media_port)
+        .unwrap_or_else(|e| panic!("packet capture is impossible here: {e}"));
+    let run = sipp.run(&server);
+    let pcap = capture.stop();
     run.assert_success(&server);
+    let rtp = sipp::rtp_packets(&pcap, run.media_port).expect("tshark");
+    assert!(
+        rtp.is_empty(),
+        "a call cancelled before the answer must get no media, got {} RTP packets",
+        rtp.len()
+    );
     let finals = run.responses_to("1 INVITE");
     let codes: Vec<&str> = finals.iter().map(|m| m.start_line()).collect();
     assert!(
@@ -690,6 +736,129 @@ fn calls_leave_no_port_or_socket_behind() {
     if let Err(e) = sipp::ports_bindable(lo, hi) {
         panic!("{e}\n{}", server.log());
     }
+    server.assert_running();
+}
+
+/// Type-ahead: `2` right behind `1` (no pause) lands while has_license is being entered and
+/// must still count for has_license.
+#[test]
+fn keys_typed_ahead_are_kept_for_the_next_menu() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let run = Sipp::call(
+        &dir,
+        "type-ahead",
+        SEED_DID,
+        &[
+            Step::Pause(1000),
+            Step::Info('1'),
+            Step::Info('2'),
+            Step::AwaitBye(20_000),
+        ],
+    )
+    .timeout(40)
+    .run(&server);
+    run.assert_success(&server);
+    let trace = server.trace(&run.call_id);
+    assert_path(&trace, &["welcome", "has_license", "unqualified"], &server);
+    assert_outcome(&trace, "hangup", &server);
+    server.assert_running();
+}
+
+/// The caller hangs up during the goodbye prompt: the runtime answers the BYE and does not
+/// send one of its own afterwards.
+#[test]
+fn caller_bye_during_the_goodbye_prompt_wins_the_race() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let run = Sipp::call(
+        &dir,
+        "bye-during-goodbye",
+        SEED_DID,
+        &[
+            Step::Pause(1000),
+            Step::Info('1'),
+            Step::Pause(1000),
+            Step::Info('2'),
+            // not_qualified.wav (4.2 s) is playing now
+            Step::Pause(1500),
+            Step::Bye,
+            Step::Pause(2000),
+        ],
+    )
+    .timeout(30)
+    .run(&server);
+    run.assert_success(&server);
+    assert!(
+        run.requests("BYE").is_empty(),
+        "no BYE from the runtime after the caller's\n{}",
+        run.report()
+    );
+    let trace = server.trace(&run.call_id);
+    assert_path(&trace, &["welcome", "has_license", "unqualified"], &server);
+    let outcome = trace.outcome();
+    assert!(
+        outcome == "hangup" || outcome == "caller-hangup",
+        "outcome {outcome}\n{}",
+        trace.pretty()
+    );
+    server.assert_running();
+    sipp::assert_options_answered(&dir, &server);
+}
+
+/// Late offer: an INVITE without SDP gets the runtime's offer in the 200, the ACK carries the
+/// answer, and the call works (prompt RTP to the ACK's address, digits, BYE from the IVR).
+#[test]
+fn an_invite_without_sdp_gets_an_offer_and_the_ack_answers() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let sipp = Sipp::call_late_offer(
+        &dir,
+        "late-offer",
+        SEED_DID,
+        &[
+            Step::Pause(1500),
+            Step::Info('1'),
+            Step::Pause(1000),
+            Step::Info('2'),
+            Step::AwaitBye(20_000),
+        ],
+    )
+    .timeout(40);
+    let capture = Capture::start(&dir.logs.join("late-offer.pcap"), sipp.media_port)
+        .unwrap_or_else(|e| panic!("packet capture is impossible here: {e}"));
+    let run = sipp.run(&server);
+    let pcap = capture.stop();
+    run.assert_success(&server);
+    let offer = run
+        .responses_to("1 INVITE")
+        .into_iter()
+        .find(|m| m.start_line().starts_with("SIP/2.0 200"))
+        .unwrap_or_else(|| panic!("no 200\n{}", run.report()));
+    let m_line = offer
+        .body()
+        .lines()
+        .find(|l| l.starts_with("m=audio"))
+        .unwrap_or_default()
+        .to_owned();
+    let formats: Vec<&str> = m_line.split_whitespace().skip(3).collect();
+    assert!(
+        formats.contains(&"0") && offer.body().contains("telephone-event/8000"),
+        "the offer in the 200 must include PCMU and telephone-event:\n{}",
+        offer.text
+    );
+    let rtp = sipp::rtp_packets(&pcap, run.media_port).expect("tshark");
+    assert!(
+        rtp.len() > 50 && rtp.iter().all(|p| p.payload_type == 0),
+        "the prompt must be sent as PCMU to the address in the ACK: {} packets, types {:?}",
+        rtp.len(),
+        rtp.iter()
+            .map(|p| p.payload_type)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    let trace = server.trace(&run.call_id);
+    assert_path(&trace, &["welcome", "has_license", "unqualified"], &server);
+    assert_outcome(&trace, "hangup", &server);
     server.assert_running();
 }
 

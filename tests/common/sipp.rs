@@ -106,10 +106,16 @@ fn copy_dir(from: &Path, to: &Path) {
 
 impl CallDir {
     fn empty() -> CallDir {
-        let tmp = tempfile::Builder::new()
+        let mut tmp = tempfile::Builder::new()
             .prefix("wasm-ivr-call-")
             .tempdir()
             .expect("temp dir");
+        // WASM_IVR_KEEP_CALL_DIRS=1 keeps every test's folder (logs, rendered scenarios,
+        // captures, traces) for a look afterwards.
+        if std::env::var_os("WASM_IVR_KEEP_CALL_DIRS").is_some_and(|v| v != "0") {
+            tmp.disable_cleanup(true);
+            eprintln!("keeping {}", tmp.path().display());
+        }
         let ivrs = tmp.path().join("ivrs");
         let traces = tmp.path().join("traces");
         let logs = tmp.path().join("logs");
@@ -623,10 +629,63 @@ fn unique_label(name: &str) -> String {
 impl Sipp {
     /// A caller rendered from `tests/sipp/uac_call.xml` with `steps` after the ACK.
     pub fn call(dir: &CallDir, name: &str, did: &str, steps: &[Step]) -> Sipp {
+        Sipp::call_offering(dir, name, did, &[0, 8, 101], steps)
+    }
+
+    /// Like [`Sipp::call`], with the INVITE's offer cut down to `payload_types` (of PCMU 0,
+    /// PCMA 8 and telephone-event 101, in the template's order).
+    pub fn call_offering(
+        dir: &CallDir,
+        name: &str,
+        did: &str,
+        payload_types: &[u8],
+        steps: &[Step],
+    ) -> Sipp {
+        Sipp::render(dir, "uac_call.xml", name, did, payload_types, steps)
+    }
+
+    /// Like [`Sipp::call`], with a late offer (`tests/sipp/uac_call_late_offer.xml`): the INVITE
+    /// has no SDP, the runtime's 200 carries the offer and the ACK the answer (PCMU and
+    /// telephone-event).
+    pub fn call_late_offer(dir: &CallDir, name: &str, did: &str, steps: &[Step]) -> Sipp {
+        Sipp::render(
+            dir,
+            "uac_call_late_offer.xml",
+            name,
+            did,
+            &[0, 8, 101],
+            steps,
+        )
+    }
+
+    fn render(
+        dir: &CallDir,
+        template: &str,
+        name: &str,
+        did: &str,
+        payload_types: &[u8],
+        steps: &[Step],
+    ) -> Sipp {
         let label = unique_label(name);
-        let template = std::fs::read_to_string(sipp_dir().join("uac_call.xml"))
-            .expect("read tests/sipp/uac_call.xml");
-        let xml = template
+        let template = std::fs::read_to_string(sipp_dir().join(template))
+            .unwrap_or_else(|e| panic!("read tests/sipp/{template}: {e}"));
+        let formats: Vec<String> = payload_types.iter().map(u8::to_string).collect();
+        let mut xml =
+            template.replace("RTP/AVP 0 8 101", &format!("RTP/AVP {}", formats.join(" ")));
+        for pt in [0u8, 8, 101] {
+            if !payload_types.contains(&pt) {
+                xml = xml
+                    .lines()
+                    .filter(|line| {
+                        let line = line.trim_start();
+                        !line.starts_with(&format!("a=rtpmap:{pt} "))
+                            && !line.starts_with(&format!("a=fmtp:{pt} "))
+                    })
+                    .map(|line| format!("{line}\n"))
+                    .collect();
+            }
+        }
+        let xml = xml
             .replace("{{NAME}}", name)
             .replace("{{STEPS}}", &render_steps(steps));
         let scenario = dir.logs.join(format!("{label}.xml"));
@@ -828,7 +887,7 @@ impl SippRun {
     /// Everything SIPp said, for failure messages.
     pub fn report(&self) -> String {
         format!(
-            "SIPp run {} ({}) exit {:?} after {:?}\n--- scenario: {}\n--- errors ---\n{}\n--- stderr ---\n{}\n--- screen ---\n{}\n--- messages ---\n{}",
+            "SIPp run {} ({}) exit {:?} after {:?} (WASM_IVR_KEEP_CALL_DIRS=1 keeps the logs)\n--- scenario: {}\n--- errors ---\n{}\n--- stderr ---\n{}\n--- screen ---\n{}\n--- messages ---\n{}",
             self.call_id,
             self.scenario.display(),
             self.status.map(|s| s.code()),
