@@ -156,6 +156,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the JSON Schema of the tree format.
     Schema,
+    /// Render text to an 8 kHz mono WAV prompt with the TTS engine (espeak-ng).
+    Tts {
+        /// What to say.
+        #[arg(long)]
+        text: String,
+        /// The voice (`rachel` and `default` map to the engine's default voice).
+        #[arg(long)]
+        voice: Option<String>,
+        /// The WAV file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -191,6 +203,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             simulate_cmd(&path, &keys, json, options, &engine)
         }
         Command::Serve(args) => serve(args),
+        Command::Tts {
+            text,
+            voice,
+            output,
+        } => {
+            let speech = speech_engine(None)?;
+            let length = speech.render_file(&text, voice.as_deref(), &output)?;
+            println!("{}: {:.2} s", output.display(), length.as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tree::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -405,6 +427,17 @@ fn simulate_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The TTS engine with its cache under the compile cache (or a temporary folder).
+fn speech_engine(cache_dir: Option<&Path>) -> Result<Arc<crate::tts::Speech>> {
+    let engine = crate::tts::EspeakNg::new()?;
+    let dir = cache_dir
+        .map(Path::to_owned)
+        .or_else(crate::engine::default_cache_dir)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("tts");
+    Ok(Arc::new(crate::tts::Speech::new(Box::new(engine), dir)))
+}
+
 fn serve(args: ServeArgs) -> Result<ExitCode> {
     use crate::config::{self, FileConfig};
     use crate::media::library::PromptLibrary;
@@ -471,18 +504,38 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     prompts.sync().log();
     let mut folder = Folder::new(dir.clone(), audio_dir);
     folder.sync(&engine, &registry).log();
+    let speech = match speech_engine(engine.settings().cache_dir.as_deref()) {
+        Ok(speech) => {
+            let rendered = speech.prerender(&registry);
+            tracing::info!(rendered, "TTS ready");
+            Some(speech)
+        }
+        Err(e) => {
+            tracing::warn!("no TTS: `say` prompts will be refused: {e:#}");
+            None
+        }
+    };
     tracing::info!(dir = %dir.display(), ivrs = ?registry.names(), prompts = prompts.len(), pooling = engine.is_pooling(), "IVR folder loaded; watching for changes");
     let watched_prompts = prompts.clone();
-    let _watcher = folder::watch(folder, engine.clone(), registry.clone(), move || {
-        watched_prompts.sync().log();
-    })
+    let watched_speech = speech.clone();
+    let _watcher = folder::watch(
+        folder,
+        engine.clone(),
+        registry.clone(),
+        move || watched_prompts.sync().log(),
+        move |registry| {
+            if let Some(speech) = &watched_speech {
+                speech.prerender(registry);
+            }
+        },
+    )
     .context("cannot watch the IVR folder")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server = Server::bind(server_config, engine, registry, prompts).await?;
+        let server = Server::bind(server_config, engine, registry, prompts, speech).await?;
         let addrs: Vec<String> = server
             .local_addrs()
             .iter()

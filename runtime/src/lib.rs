@@ -22,3 +22,4 @@ pub mod server;
 pub mod simulate;
 pub mod sip;
 pub mod tree;
+pub mod tts;

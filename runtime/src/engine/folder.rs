@@ -248,12 +248,14 @@ pub struct Watcher {
 
 /// Watches the folder (and its audio folder) and syncs after each burst of changes, on a
 /// thread of its own so compiling never blocks calls. `before_sync` runs first on each burst
-/// (the server reloads its prompt library there, so trees see the prompts they name).
+/// (the server reloads its prompt library there, so trees see the prompts they name);
+/// `after_sync` runs after it (the server renders new trees' TTS texts there).
 pub fn watch(
     mut folder: Folder,
     engine: Arc<IvrEngine>,
     registry: Arc<Registry>,
     before_sync: impl Fn() + Send + 'static,
+    after_sync: impl Fn(&Registry) + Send + 'static,
 ) -> notify::Result<Watcher> {
     use notify::{RecursiveMode, Watcher as _};
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
@@ -277,6 +279,7 @@ pub fn watch(
                 while rx.recv_timeout(DEBOUNCE).is_ok() {}
                 before_sync();
                 folder.sync(&engine, &registry).log();
+                after_sync(&registry);
             }
         })
         .map_err(|e| notify::Error::generic(&e.to_string()))?;

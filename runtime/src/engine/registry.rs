@@ -304,6 +304,14 @@ impl Registry {
         self.ivrs.write().ok()?.remove(name)
     }
 
+    /// Every IVR in service.
+    pub fn all(&self) -> Vec<Arc<LoadedIvr>> {
+        self.ivrs
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The names in service, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self

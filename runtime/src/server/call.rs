@@ -251,10 +251,10 @@ impl RtpCall {
         }
     }
 
-    fn resolve(&self, prompts: &[Prompt]) -> Result<Vec<Playing>, CallError> {
-        prompts
-            .iter()
-            .map(|prompt| match prompt {
+    async fn resolve(&self, prompts: &[Prompt]) -> Result<Vec<Playing>, CallError> {
+        let mut items = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            items.push(match prompt {
                 Prompt::File(name) => self
                     .shared
                     .prompts
@@ -265,14 +265,40 @@ impl RtpCall {
                             "no audio file '{name}' in {}",
                             self.shared.prompts.dir().display()
                         ))
-                    }),
-                Prompt::Silence(ms) => Ok(Playing::Silence { frames: ms.div_ceil(20) }),
-                Prompt::Say(_) => Err(CallError::BadRequest(
-                    "text-to-speech prompts are not available on this runtime yet; use an audio file"
-                        .into(),
-                )),
-            })
-            .collect()
+                    })?,
+                Prompt::Silence(ms) => Playing::Silence {
+                    frames: ms.div_ceil(20),
+                },
+                Prompt::Say(speech) => Playing::Prompt {
+                    prompt: self.speak(&speech.text, speech.voice.as_deref()).await?,
+                    next: 0,
+                },
+            });
+        }
+        Ok(items)
+    }
+
+    /// Speech from the cache, or rendered now on a blocking thread (a component's dynamic
+    /// text; trees' texts were rendered when they loaded).
+    async fn speak(
+        &self,
+        text: &str,
+        voice: Option<&str>,
+    ) -> Result<crate::media::prompt::EncodedPrompt, CallError> {
+        let Some(speech) = self.shared.speech.clone() else {
+            return Err(CallError::BadRequest(
+                "no text-to-speech engine is available (install espeak-ng); use an audio file"
+                    .into(),
+            ));
+        };
+        if let Some(prompt) = speech.cached(text, voice) {
+            return Ok(prompt);
+        }
+        let (text, voice) = (text.to_owned(), voice.map(str::to_owned));
+        tokio::task::spawn_blocking(move || speech.prompt(&text, voice.as_deref()))
+            .await
+            .map_err(|e| CallError::BadRequest(format!("text-to-speech failed: {e}")))?
+            .map_err(|e| CallError::BadRequest(e.to_string()))
     }
 }
 
@@ -286,7 +312,7 @@ impl CallChannel for RtpCall {
         if self.ended {
             return Err(CallError::HungUp);
         }
-        let items = self.resolve(prompts)?;
+        let items = self.resolve(prompts).await?;
         let mut done = self.session.play(items);
         loop {
             tokio::select! {
@@ -309,7 +335,7 @@ impl CallChannel for RtpCall {
         if !options.type_ahead {
             self.type_ahead.clear();
         }
-        let items = self.resolve(&options.prompts)?;
+        let items = self.resolve(&options.prompts).await?;
         let mut playing = !items.is_empty();
         let mut done = self.session.play(items);
         let max = usize::from(options.max_digits.max(1));

@@ -109,6 +109,7 @@ pub(crate) struct Shared {
     pub engine: Arc<IvrEngine>,
     pub registry: Arc<Registry>,
     pub prompts: Arc<PromptLibrary>,
+    pub speech: Option<Arc<crate::tts::Speech>>,
     pub ports: RtpPorts,
     pub pacer: Arc<Pacer>,
 }
@@ -146,6 +147,7 @@ impl Server {
         engine: Arc<IvrEngine>,
         registry: Arc<Registry>,
         prompts: Arc<PromptLibrary>,
+        speech: Option<Arc<crate::tts::Speech>>,
     ) -> Result<Server, ServerError> {
         let first = config.listen.first().ok_or(ServerError::NoListener)?;
         let media_ip = config.media_ip.unwrap_or(first.addr.ip());
@@ -159,6 +161,7 @@ impl Server {
             engine,
             registry,
             prompts,
+            speech,
         });
         let mut endpoints = Vec::new();
         let mut local_addrs = Vec::new();

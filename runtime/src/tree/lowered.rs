@@ -19,6 +19,33 @@ pub struct LoweredTree {
     pub nodes: BTreeMap<String, LoweredNode>,
 }
 
+impl LoweredTree {
+    /// Every TTS text in the tree with its voice, so the host can render them at load.
+    pub fn say_texts(&self) -> Vec<(String, Option<String>)> {
+        let mut texts = Vec::new();
+        for node in self.nodes.values() {
+            let (prompts, extra): (&[LoweredPrompt], &[LoweredPrompt]) = match node {
+                LoweredNode::Gather {
+                    prompts,
+                    invalid_prompts,
+                    ..
+                } => (prompts, invalid_prompts),
+                LoweredNode::Play { prompts, .. }
+                | LoweredNode::Transfer { prompts, .. }
+                | LoweredNode::Hangup { prompts }
+                | LoweredNode::Suppress { prompts }
+                | LoweredNode::Return { prompts } => (prompts, &[]),
+            };
+            for prompt in prompts.iter().chain(extra) {
+                if let LoweredPrompt::Say { text, voice } = prompt {
+                    texts.push((text.clone(), voice.clone()));
+                }
+            }
+        }
+        texts
+    }
+}
+
 /// A node, with what it plays and where it leads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
