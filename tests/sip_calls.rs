@@ -862,6 +862,168 @@ fn an_invite_without_sdp_gets_an_offer_and_the_ack_answers() {
     server.assert_running();
 }
 
+/// Symmetric RTP: the SDP advertises one port, the caller's RTP comes from another; once the
+/// caller's RTP arrives the prompt must follow it there.
+#[test]
+fn prompts_follow_the_callers_rtp_source() {
+    let _serial = sipp::serial();
+    let dir = CallDir::seed();
+    let mut server = Server::start(
+        &dir,
+        &ServerOptions {
+            rtp_ports: 2,
+            ..ServerOptions::default()
+        },
+    );
+    // The advertised port is held (so nothing bounces) but is not where the caller sends from.
+    let advertised = std::net::UdpSocket::bind(("127.0.0.1", sipp::free_ports(2))).expect("bind");
+    let advertised_port = advertised.local_addr().expect("addr").port();
+    let caller = std::net::UdpSocket::bind(("127.0.0.1", sipp::free_ports(2))).expect("bind");
+    let call = Sipp::call(
+        &dir,
+        "symmetric-rtp",
+        SEED_DID,
+        &[Step::Pause(5000), Step::Bye],
+    )
+    .advertising_media_port(advertised_port)
+    .timeout(30)
+    .spawn(&server);
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = sipp::count_rtp(&advertised, Duration::from_millis(300));
+    let (lo, hi) = server.rtp;
+    sipp::spray_rtp(
+        &caller,
+        lo,
+        hi,
+        &ToneBuilder::new().silence(5).frames(Codec::Pcmu),
+    );
+    let followed = sipp::count_rtp(&caller, Duration::from_millis(2000));
+    let run = call.wait();
+    run.assert_success(&server);
+    assert!(
+        before >= 10,
+        "before any caller RTP the prompt goes to the SDP address: {before} packets in 300 ms"
+    );
+    assert!(
+        followed >= 80,
+        "after the caller's RTP came from port {}, the prompt should go there: {followed} \
+         packets in 2 s\n{}",
+        caller.local_addr().expect("addr").port(),
+        server.log()
+    );
+    server.assert_running();
+}
+
+/// A packet from UDP source port 0 cannot be answered: it must not become the call's media
+/// destination. (SIPp's pcap play sends from port 0 when its SDP has no `[media_port]`, which
+/// is how this test makes one.)
+#[test]
+fn rtp_from_source_port_zero_does_not_hijack_the_media() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let silence = dir.logs.join("silence.pcap");
+    sipp::write_rtp_pcap(
+        &silence,
+        0,
+        &ToneBuilder::new().silence(10).frames(Codec::Pcmu),
+    );
+    let advertised = std::net::UdpSocket::bind(("127.0.0.1", sipp::free_ports(2))).expect("bind");
+    let advertised_port = advertised.local_addr().expect("addr").port();
+    let call = Sipp::call(
+        &dir,
+        "rtp-from-port-0",
+        SEED_DID,
+        &[
+            Step::Pause(500),
+            Step::Pcap(silence),
+            Step::Pause(3500),
+            Step::Bye,
+        ],
+    )
+    .advertising_media_port(advertised_port)
+    .timeout(30)
+    .spawn(&server);
+    // Until 1.5 s into the call (the port-0 packets come at ~0.5 s); then 2 s more.
+    let early = sipp::count_rtp(&advertised, Duration::from_millis(1500));
+    let after = sipp::count_rtp(&advertised, Duration::from_millis(2000));
+    let run = call.wait();
+    run.assert_success(&server);
+    assert!(
+        after >= 80,
+        "the prompt must keep going to the SDP address after RTP from port 0 arrived: \
+         {early} packets in the first 1.5 s, {after} in the 2 s after\n{}",
+        server.log()
+    );
+    server.assert_running();
+}
+
+/// Three calls at once, each with its own keys: every trace has its own path (no digit or
+/// media crosses between calls).
+#[test]
+fn concurrent_calls_keep_their_own_digits() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let a = Sipp::call(
+        &dir,
+        "concurrent-a",
+        SEED_DID,
+        &[
+            Step::Pause(1000),
+            Step::Info('1'),
+            Step::Pause(1000),
+            Step::Info('2'),
+            Step::AwaitBye(20_000),
+        ],
+    )
+    .timeout(40)
+    .spawn(&server);
+    let b = Sipp::call(
+        &dir,
+        "concurrent-b",
+        SEED_DID,
+        &[
+            Step::Pause(1200),
+            Step::Rfc2833('1'),
+            Step::Pause(1000),
+            // Not the same pcap again: SIPp replays it byte for byte (same SSRC, sequence
+            // numbers and timestamp), which a receiver rightly drops as a duplicate.
+            Step::Info('1'),
+            Step::Pause(1000),
+            Step::Rfc2833('2'),
+            Step::Pause(300),
+            Step::AwaitBye(20_000),
+        ],
+    )
+    .timeout(40)
+    .spawn(&server);
+    let c = Sipp::call(
+        &dir,
+        "concurrent-c",
+        SEED_DID,
+        &[Step::Pause(4000), Step::Bye],
+    )
+    .timeout(40)
+    .spawn(&server);
+    let (a, b, c) = (a.wait(), b.wait(), c.wait());
+    for run in [&a, &b, &c] {
+        run.assert_success(&server);
+    }
+    assert_path(
+        &server.trace(&a.call_id),
+        &["welcome", "has_license", "unqualified"],
+        &server,
+    );
+    assert_path(
+        &server.trace(&b.call_id),
+        &["welcome", "has_license", "service_area", "out_of_area"],
+        &server,
+    );
+    let c_trace = server.trace(&c.call_id);
+    assert_path(&c_trace, &["welcome"], &server);
+    assert_outcome(&c_trace, "caller-hangup", &server);
+    server.assert_running();
+}
+
 /// The in-band signal of test 7 is what the runtime's detector (fed directly, no call) reports
 /// as exactly one `1`: a failure of the call test is then the call path's, not the signal's.
 #[test]

@@ -717,6 +717,17 @@ impl Sipp {
         }
     }
 
+    /// Makes the INVITE's SDP advertise `port` for media instead of SIPp's media port.
+    ///
+    /// SIPp takes the source port of `play_pcap_audio` from the `[media_port]` keyword of the
+    /// SDP it sent (an `m=` line): without it, the pcap's packets leave from UDP port 0.
+    pub fn advertising_media_port(self, port: u16) -> Sipp {
+        let xml = std::fs::read_to_string(&self.scenario).expect("read rendered scenario");
+        let xml = xml.replacen("m=audio [media_port] ", &format!("m=audio {port} "), 1);
+        std::fs::write(&self.scenario, xml).expect("write rendered scenario");
+        self
+    }
+
     /// Sets the global timeout.
     pub fn timeout(mut self, seconds: u32) -> Sipp {
         self.timeout_s = seconds;
@@ -1316,4 +1327,40 @@ pub fn read_to_string_lossy(path: &Path) -> String {
     let mut bytes = Vec::new();
     let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes));
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Counts the RTP packets (version 2) arriving on `socket` during `window`.
+pub fn count_rtp(socket: &UdpSocket, window: Duration) -> usize {
+    let deadline = Instant::now() + window;
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() {
+            break;
+        }
+        let _ = socket.set_read_timeout(Some(left.min(Duration::from_millis(100))));
+        if let Ok((len, _)) = socket.recv_from(&mut buf)
+            && len >= 12
+            && buf[0] >> 6 == 2
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Sends `frames` as an RTP stream (PCMU, 20 ms apart) from `socket` to every port of
+/// 127.0.0.1:`lo..=hi` (the runtime's RTP range, so the call's port gets it whichever it is).
+pub fn spray_rtp(socket: &UdpSocket, lo: u16, hi: u16, frames: &[Vec<u8>]) {
+    for (i, payload) in frames.iter().enumerate() {
+        let mut packet = vec![0x80, 0];
+        packet.extend_from_slice(&(500u16.wrapping_add(i as u16)).to_be_bytes());
+        packet.extend_from_slice(&(u32::try_from(i).unwrap_or(0) * 160).to_be_bytes());
+        packet.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+        packet.extend_from_slice(payload);
+        for port in lo..=hi {
+            let _ = socket.send_to(&packet, ("127.0.0.1", port));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
