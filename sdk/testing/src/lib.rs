@@ -251,10 +251,15 @@ impl IvrTest {
         let registry = Arc::new(Registry::lazy(dir.clone(), context.clone(), engine.clone()));
         preload_components(&engine, &registry, &dir, &context, &ivr.name);
         let ivr = registry.insert(ivr);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(TestError::Runtime)?;
         Ok(LoadedTest {
             engine,
             registry,
             ivr,
+            runtime,
             options: self.options.clone(),
             keys: self.keys.clone(),
         })
@@ -326,6 +331,7 @@ pub struct LoadedTest {
     engine: Arc<IvrEngine>,
     registry: Arc<Registry>,
     ivr: Arc<LoadedIvr>,
+    runtime: tokio::runtime::Runtime,
     options: SimulationOptions,
     keys: String,
 }
@@ -351,11 +357,7 @@ impl LoadedTest {
     /// ```
     pub fn run_keys(&self, keys: &str) -> Result<Report, TestError> {
         let script = simulate::parse_script(keys)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(TestError::Runtime)?;
-        let report = runtime.block_on(simulate::simulate(
+        let report = self.runtime.block_on(simulate::simulate(
             &self.engine,
             self.registry.clone(),
             self.ivr.clone(),
