@@ -95,9 +95,35 @@ pub struct ServeArgs {
     /// Write each finished call's trace as JSON into this folder.
     #[arg(long, env = "WASM_IVR_CALL_TRACES")]
     pub call_traces: Option<PathBuf>,
+    /// The SQLite database: do-not-call list and call records (default: wasm-ivr.db).
+    #[arg(long, env = "WASM_IVR_STORE")]
+    pub store: Option<PathBuf>,
     /// Engine flags.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `wasm-ivr dnc` actions.
+#[derive(Debug, Subcommand)]
+pub enum DncAction {
+    /// Print the list (`--csv` for outbound dialers).
+    List {
+        /// CSV with a header row.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Add numbers.
+    Add {
+        /// The numbers.
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+    /// Remove numbers.
+    Remove {
+        /// The numbers.
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
 }
 
 /// The subcommands.
@@ -156,6 +182,36 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the JSON Schema of the tree format.
     Schema,
+    /// The do-not-call list.
+    Dnc {
+        /// The SQLite database (default: wasm-ivr.db).
+        #[arg(long, env = "WASM_IVR_STORE", default_value = crate::config::DEFAULT_STORE)]
+        store: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: DncAction,
+    },
+    /// Recent call records, newest first.
+    Calls {
+        /// The SQLite database (default: wasm-ivr.db).
+        #[arg(long, env = "WASM_IVR_STORE", default_value = crate::config::DEFAULT_STORE)]
+        store: PathBuf,
+        /// Only calls to this DID.
+        #[arg(long)]
+        did: Option<String>,
+        /// Only calls handled by this IVR.
+        #[arg(long)]
+        ivr: Option<String>,
+        /// Only this outcome (transfer, hangup, suppress, caller-hangup, error, cancelled).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Render text to an 8 kHz mono WAV prompt with the TTS engine (espeak-ng).
     Tts {
         /// What to say.
@@ -211,6 +267,45 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let speech = speech_engine(None)?;
             let length = speech.render_file(&text, voice.as_deref(), &output)?;
             println!("{}: {:.2} s", output.display(), length.as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dnc { store, action } => dnc(&store, action),
+        Command::Calls {
+            store,
+            did,
+            ivr,
+            outcome,
+            limit,
+            json,
+        } => {
+            use crate::store::{CallFilter, SqliteStore, Store};
+            let store = SqliteStore::open(&store)?;
+            let records = store.calls(&CallFilter {
+                did,
+                ivr,
+                outcome,
+                limit: Some(limit),
+                ..CallFilter::default()
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                for r in &records {
+                    let seconds = (r.ended_at_ms - r.started_at_ms) as f64 / 1000.0;
+                    println!(
+                        "{}  {} -> {} ({} {})  {:>6.1}s  {:<13} {}  {}",
+                        r.started_at_ms,
+                        r.caller,
+                        r.did,
+                        r.ivr,
+                        r.version,
+                        seconds,
+                        r.outcome,
+                        r.path.join(">"),
+                        r.call_id
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
@@ -427,6 +522,47 @@ fn simulate_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+fn dnc(path: &Path, action: DncAction) -> Result<ExitCode> {
+    use crate::store::{SqliteStore, Store};
+    let store = SqliteStore::open(path)?;
+    match action {
+        DncAction::List { csv } => {
+            let list = store.dnc_list()?;
+            if csv {
+                println!("number,added_at_ms,source");
+            }
+            for entry in list {
+                if csv {
+                    println!("{},{},{}", entry.number, entry.added_at_ms, entry.source);
+                } else {
+                    println!("{}  {}  {}", entry.number, entry.added_at_ms, entry.source);
+                }
+            }
+        }
+        DncAction::Add { numbers } => {
+            for number in numbers {
+                let added = store.dnc_add(&number, "cli")?;
+                println!(
+                    "{} {}",
+                    crate::store::normalize_number(&number),
+                    if added { "added" } else { "already listed" }
+                );
+            }
+        }
+        DncAction::Remove { numbers } => {
+            for number in numbers {
+                let removed = store.dnc_remove(&number)?;
+                println!(
+                    "{} {}",
+                    crate::store::normalize_number(&number),
+                    if removed { "removed" } else { "not listed" }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The TTS engine with its cache under the compile cache (or a temporary folder).
 fn speech_engine(cache_dir: Option<&Path>) -> Result<Arc<crate::tts::Speech>> {
     let engine = crate::tts::EspeakNg::new()?;
@@ -497,6 +633,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         ),
         call_traces,
     };
+    let store_path = args
+        .store
+        .clone()
+        .or(file.store.path.clone())
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STORE));
+    let store: Arc<dyn crate::store::Store> =
+        Arc::new(crate::store::SqliteStore::open(&store_path)?);
     let max_instances = u32::try_from(max_calls.max(1)).unwrap_or(u32::MAX);
     let engine = IvrEngine::new(args.engine.settings(max_instances, &file.engine))?;
     let registry = Arc::new(Registry::new());
@@ -535,7 +678,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server = Server::bind(server_config, engine, registry, prompts, speech).await?;
+        let server = Server::bind(server_config, engine, registry, prompts, speech, store).await?;
         let addrs: Vec<String> = server
             .local_addrs()
             .iter()

@@ -21,6 +21,9 @@
 //!
 //! [calls]
 //! # traces_dir = "traces"            # one JSON trace per finished call
+//!
+//! [store]
+//! path = "wasm-ivr.db"               # SQLite: do-not-call list, call records
 //! ```
 
 use serde::Deserialize;
@@ -50,7 +53,21 @@ pub struct FileConfig {
     /// `[calls]`
     #[serde(default)]
     pub calls: CallsSection,
+    /// `[store]`
+    #[serde(default)]
+    pub store: StoreSection,
 }
+
+/// `[store]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// The SQLite database file.
+    pub path: Option<PathBuf>,
+}
+
+/// Default database file.
+pub const DEFAULT_STORE: &str = "wasm-ivr.db";
 
 /// `[sip]`
 #[derive(Debug, Default, Deserialize)]

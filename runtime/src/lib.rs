@@ -21,5 +21,6 @@ pub mod media;
 pub mod server;
 pub mod simulate;
 pub mod sip;
+pub mod store;
 pub mod tree;
 pub mod tts;

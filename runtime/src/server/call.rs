@@ -13,10 +13,11 @@ use crate::engine::host::CallContext;
 use crate::engine::wit::{
     CallError, CallInfo, Destination, GatherOptions, GatherResult, Prompt, TransferFailure,
 };
-use crate::engine::{CallReport, LoadedIvr};
+use crate::engine::{CallReport, LoadedIvr, Outcome};
 use crate::media::codec::Codec;
 use crate::media::digits::DigitMerger;
 use crate::sip::{CallHandle, IncomingCall, sdp};
+use crate::store::CallRecord;
 use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -68,6 +69,22 @@ pub(crate) async fn run(setup: CallSetup) {
         shared,
     } = setup;
     let call_id = incoming.call_id.clone();
+    let caller = crate::store::normalize_number(&incoming.caller);
+    let mut record = CallRecord {
+        call_id: call_id.clone(),
+        caller: caller.clone(),
+        did: incoming.did.clone(),
+        ivr: ivr.name.clone(),
+        version: ivr.version.clone(),
+        path: Vec::new(),
+        digits: Vec::new(),
+        outcome: "cancelled".into(),
+        destination: None,
+        detail: None,
+        started_at_ms: unix_ms() as i64,
+        answered_at_ms: None,
+        ended_at_ms: 0,
+    };
     let delay = shared.config.answer_delay;
     if !delay.is_zero() {
         let _ = commands.send(SipCommand::Ring(handle));
@@ -75,6 +92,7 @@ pub(crate) async fn run(setup: CallSetup) {
             _ = tokio::time::sleep(delay) => {}
             event = wait_for_end(&mut events) => {
                 tracing::info!(%call_id, ?event, "call ended before it was answered");
+                save_record(&shared, record).await;
                 return;
             }
         }
@@ -86,6 +104,8 @@ pub(crate) async fn run(setup: CallSetup) {
             Some(CallEvent::Digit(_)) | Some(CallEvent::Renegotiated) => {}
             Some(CallEvent::Ended) | None => {
                 tracing::info!(%call_id, "call ended before the ACK");
+                record.detail = Some("no ACK".into());
+                save_record(&shared, record).await;
                 return;
             }
         }
@@ -119,14 +139,26 @@ pub(crate) async fn run(setup: CallSetup) {
     };
     let (digits_tx, digits_rx) = mpsc::unbounded_channel();
     let receiver = tokio::spawn(media::receive(session.clone(), telephone_event, digits_tx));
+    record.answered_at_ms = Some(unix_ms() as i64);
+    let on_dnc_list = {
+        let (store, caller) = (shared.store.clone(), caller.clone());
+        match tokio::task::spawn_blocking(move || store.dnc_contains(&caller)).await {
+            Ok(Ok(listed)) => listed,
+            Ok(Err(e)) => {
+                tracing::warn!(%call_id, "do-not-call lookup failed: {e}");
+                false
+            }
+            Err(_) => false,
+        }
+    };
 
     let info = CallInfo {
         call_id: call_id.clone(),
-        caller: incoming.caller.clone(),
+        caller: caller.clone(),
         did: incoming.did.clone(),
         ivr: ivr.name.clone(),
         version: ivr.version.clone(),
-        caller_on_dnc_list: false,
+        caller_on_dnc_list: on_dnc_list,
         started_at_ms: unix_ms(),
         headers: incoming.headers.clone(),
     };
@@ -142,6 +174,8 @@ pub(crate) async fn run(setup: CallSetup) {
         commands: commands.clone(),
         answered: Instant::now(),
         shared: shared.clone(),
+        caller: caller.clone(),
+        ivr_name: ivr.name.clone(),
         ended: false,
     };
     let context = CallContext::new(
@@ -156,6 +190,29 @@ pub(crate) async fn run(setup: CallSetup) {
     tracing::info!(%call_id, path = %report.path.join(","), outcome = report.outcome.label(), duration_ms = report.duration_ms, rtp_sent = session.packets_sent(), "call ended");
     if let Some(dir) = &shared.config.call_traces {
         write_trace(dir, &report);
+    }
+    record.path = report.path.clone();
+    record.digits = report.digits.clone();
+    record.outcome = report.outcome.label().to_owned();
+    match &report.outcome {
+        Outcome::Transfer { destination, .. } => {
+            record.destination = serde_json::to_string(destination).ok();
+        }
+        Outcome::Error { message } => record.detail = Some(message.clone()),
+        _ => {}
+    }
+    save_record(&shared, record).await;
+}
+
+/// Writes the call record, off the async threads; a failure is logged, never fatal to calls.
+async fn save_record(shared: &Arc<Shared>, mut record: CallRecord) {
+    record.ended_at_ms = unix_ms() as i64;
+    let store = shared.store.clone();
+    let call_id = record.call_id.clone();
+    match tokio::task::spawn_blocking(move || store.record_call(&record)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(%call_id, "call record not written: {e}"),
+        Err(e) => tracing::error!(%call_id, "call record not written: {e}"),
     }
 }
 
@@ -220,6 +277,8 @@ struct RtpCall {
     commands: mpsc::UnboundedSender<SipCommand>,
     answered: Instant,
     shared: Arc<Shared>,
+    caller: String,
+    ivr_name: String,
     ended: bool,
 }
 
@@ -417,8 +476,14 @@ impl CallChannel for RtpCall {
     }
 
     async fn suppress(&mut self, goodbye: &[Prompt]) -> Result<(), String> {
-        // The caller asked to be left alone: the call ends whatever happens to the list.
+        // On the list (durably) before the goodbye and the BYE; the call ends either way.
+        let (store, caller) = (self.shared.store.clone(), self.caller.clone());
+        let source = format!("ivr:{}", self.ivr_name);
+        let written = tokio::task::spawn_blocking(move || store.dnc_add(&caller, &source))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
         self.hang_up(goodbye).await;
-        Err("the do-not-call list is not available on this runtime yet".into())
+        written.map(|_| ())
     }
 }

@@ -110,6 +110,7 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub prompts: Arc<PromptLibrary>,
     pub speech: Option<Arc<crate::tts::Speech>>,
+    pub store: Arc<dyn crate::store::Store>,
     pub ports: RtpPorts,
     pub pacer: Arc<Pacer>,
 }
@@ -148,6 +149,7 @@ impl Server {
         registry: Arc<Registry>,
         prompts: Arc<PromptLibrary>,
         speech: Option<Arc<crate::tts::Speech>>,
+        store: Arc<dyn crate::store::Store>,
     ) -> Result<Server, ServerError> {
         let first = config.listen.first().ok_or(ServerError::NoListener)?;
         let media_ip = config.media_ip.unwrap_or(first.addr.ip());
@@ -162,6 +164,7 @@ impl Server {
             registry,
             prompts,
             speech,
+            store,
         });
         let mut endpoints = Vec::new();
         let mut local_addrs = Vec::new();
