@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+/// How long the latched RTP source must be silent before another source may take over.
+pub const RELATCH_AFTER: Duration = Duration::from_secs(2);
+
 /// One frame of G.711 at 8 kHz.
 pub const FRAME: Duration = Duration::from_millis(20);
 const FRAME_SAMPLES: u32 = 160;
@@ -90,6 +93,9 @@ struct Outbound {
     remote: Option<SocketAddr>,
     /// Set once the caller's RTP arrives: from then on we send where it comes from.
     latched: bool,
+    /// When the latched source last sent; another source may take over only after it has
+    /// been quiet for [`RELATCH_AFTER`], so one stray packet cannot steal the call's audio.
+    latched_seen: Option<Instant>,
     sending: bool,
     codec: Codec,
     sender: RtpSender,
@@ -104,6 +110,7 @@ pub struct MediaSession {
     local: SocketAddr,
     out: Mutex<Outbound>,
     packets_sent: AtomicU64,
+    send_errors: AtomicU64,
 }
 
 impl MediaSession {
@@ -123,6 +130,7 @@ impl MediaSession {
             out: Mutex::new(Outbound {
                 remote,
                 latched: false,
+                latched_seen: None,
                 sending: true,
                 codec,
                 sender,
@@ -131,6 +139,7 @@ impl MediaSession {
                 started: false,
             }),
             packets_sent: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
         }))
     }
 
@@ -142,6 +151,11 @@ impl MediaSession {
     /// RTP packets sent so far.
     pub fn packets_sent(&self) -> u64 {
         self.packets_sent.load(Ordering::Relaxed)
+    }
+
+    /// RTP packets the socket refused (full buffer, unreachable destination).
+    pub fn send_errors(&self) -> u64 {
+        self.send_errors.load(Ordering::Relaxed)
     }
 
     /// Replaces what is playing; the receiver fires when it has all been sent (or is stopped).
@@ -188,12 +202,23 @@ impl MediaSession {
     }
 
     /// Symmetric RTP: once the caller's media arrives, answer to where it comes from (NAT).
-    fn latch(&self, from: SocketAddr) {
-        if let Ok(mut out) = self.out.lock()
-            && (!out.latched || out.remote != Some(from))
-        {
+    /// A source we cannot send to (port 0, an unspecified address) is never latched.
+    fn latch(&self, from: SocketAddr, now: Instant) {
+        if from.port() == 0 || from.ip().is_unspecified() {
+            return;
+        }
+        let Ok(mut out) = self.out.lock() else { return };
+        if out.latched && out.remote == Some(from) {
+            out.latched_seen = Some(now);
+            return;
+        }
+        let current_quiet = out
+            .latched_seen
+            .is_none_or(|seen| now.duration_since(seen) >= RELATCH_AFTER);
+        if !out.latched || current_quiet {
             out.remote = Some(from);
             out.latched = true;
+            out.latched_seen = Some(now);
         }
     }
 
@@ -299,8 +324,14 @@ impl Pacer {
             for session in &live {
                 if let Some((len, to)) = session.tick(&mut buf) {
                     // A full socket buffer drops one frame, like the network would.
-                    if session.socket.try_send_to(&buf[..len], to).is_ok() {
-                        session.packets_sent.fetch_add(1, Ordering::Relaxed);
+                    match session.socket.try_send_to(&buf[..len], to) {
+                        Ok(_) => {
+                            session.packets_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            session.send_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::trace!(%to, "RTP send failed: {e}");
+                        }
                     }
                 }
             }
@@ -338,8 +369,8 @@ pub async fn receive(
         let Ok(packet) = rtp.receive(&buf[..len]) else {
             continue; // not RTP: ignore, and do not latch onto its source
         };
-        session.latch(from);
         let now = Instant::now();
+        session.latch(from, now);
         let mut found: Vec<(DigitSource, Digit)> = Vec::new();
         match packet.payload {
             RtpPayload::TelephoneEvent { payload } => {
