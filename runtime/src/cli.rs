@@ -632,6 +632,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 .unwrap_or(0),
         ),
         call_traces,
+        transfer: file.transfer.clone(),
     };
     let store_path = args
         .store

@@ -24,6 +24,16 @@
 //!
 //! [store]
 //! path = "wasm-ivr.db"               # SQLite: do-not-call list, call records
+//!
+//! [transfer]
+//! mode = "refer"                     # blind transfer with REFER (the caller's side connects)
+//! # default = "sip:agent@127.0.0.1:5085"   # the "default" destination (the seed's AI agent)
+//! # external_prefix = "9"            # dialled before external numbers
+//! # outbound_proxy = "127.0.0.1:5070"      # host for external numbers
+//! timeout_s = 30                     # give up waiting for the transfer's outcome
+//!
+//! [transfer.internal]                # extension -> SIP URI
+//! # "200" = "sip:200@pbx.example.net"
 //! ```
 
 use serde::Deserialize;
@@ -56,6 +66,84 @@ pub struct FileConfig {
     /// `[store]`
     #[serde(default)]
     pub store: StoreSection,
+    /// `[transfer]`
+    #[serde(default)]
+    pub transfer: TransferSection,
+}
+
+/// `[transfer]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferSection {
+    /// `refer` (default).
+    pub mode: Option<TransferMode>,
+    /// The default destination's SIP URI.
+    pub default: Option<String>,
+    /// Dial prefix for external numbers.
+    pub external_prefix: Option<String>,
+    /// `HOST:PORT` external numbers are sent to.
+    pub outbound_proxy: Option<String>,
+    /// Seconds to wait for a transfer's outcome (default 30).
+    pub timeout_s: Option<u64>,
+    /// Internal extensions: number → SIP URI.
+    #[serde(default)]
+    pub internal: std::collections::BTreeMap<String, String>,
+}
+
+/// How transfers are carried out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMode {
+    /// A blind transfer: REFER the caller to the destination and follow its NOTIFYs.
+    #[default]
+    Refer,
+}
+
+impl TransferSection {
+    /// The SIP URI for a destination, or why there is none.
+    pub fn uri_for(&self, to: &crate::engine::wit::Destination) -> Result<String, String> {
+        use crate::engine::wit::Destination;
+        let with_scheme = |uri: &str| {
+            if uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:") {
+                uri.to_owned()
+            } else {
+                format!("sip:{uri}")
+            }
+        };
+        match to {
+            Destination::SipUri(uri) => Ok(with_scheme(uri)),
+            Destination::External(number) => {
+                let proxy = self
+                    .outbound_proxy
+                    .as_deref()
+                    .ok_or("no outbound_proxy is configured for external numbers")?;
+                let digits: String = number
+                    .chars()
+                    .filter(|c| c.is_ascii_digit() || *c == '+')
+                    .collect();
+                let prefix = self.external_prefix.as_deref().unwrap_or("");
+                Ok(format!("sip:{prefix}{digits}@{proxy}"))
+            }
+            Destination::Internal(extension) => self
+                .internal
+                .get(extension)
+                .map(|uri| with_scheme(uri))
+                .ok_or_else(|| format!("no internal extension '{extension}' is configured")),
+            Destination::Default => self
+                .default
+                .as_deref()
+                .map(with_scheme)
+                .ok_or_else(|| "no default transfer destination is configured".to_owned()),
+            Destination::Ivr(name) => Err(format!(
+                "IVR '{name}' is entered by the engine, not transferred to"
+            )),
+        }
+    }
+
+    /// How long to wait for a transfer's outcome.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_s.unwrap_or(30))
+    }
 }
 
 /// `[store]`
@@ -175,6 +263,43 @@ mod tests {
         assert!(parse_port_range("20000").is_err());
         assert!(parse_port_range("3000-2000").is_err());
         assert!(parse_port_range("0-10").is_err());
+    }
+
+    #[test]
+    fn transfer_destinations_map_to_uris() {
+        use crate::engine::wit::Destination;
+        let t: TransferSection = toml::from_str(
+            "default = \"sip:agent@127.0.0.1:5085\"\nexternal_prefix = \"9\"\n\
+             outbound_proxy = \"127.0.0.1:5070\"\n[internal]\n\"200\" = \"200@pbx.example.net\"",
+        )
+        .unwrap();
+        assert_eq!(
+            t.uri_for(&Destination::Default).unwrap(),
+            "sip:agent@127.0.0.1:5085"
+        );
+        assert_eq!(
+            t.uri_for(&Destination::External("+1 (415) 555-0123".into()))
+                .unwrap(),
+            "sip:9+14155550123@127.0.0.1:5070"
+        );
+        assert_eq!(
+            t.uri_for(&Destination::Internal("200".into())).unwrap(),
+            "sip:200@pbx.example.net"
+        );
+        assert!(
+            t.uri_for(&Destination::Internal("201".into()))
+                .unwrap_err()
+                .contains("'201'")
+        );
+        assert_eq!(
+            t.uri_for(&Destination::SipUri("a@b".into())).unwrap(),
+            "sip:a@b"
+        );
+        assert!(
+            TransferSection::default()
+                .uri_for(&Destination::Default)
+                .is_err()
+        );
     }
 
     #[test]

@@ -281,8 +281,15 @@ impl wit::wasm_ivr::ivr::call::Host for CallState {
         }
         let call = self.live_call()?;
         let at = call.now();
+        // What the destination sees: where the caller went and what they pressed, then the
+        // IVR's own context.
+        let mut sent = vec![
+            ("X-IVR-Path".to_owned(), call.trace.path.join(",")),
+            ("X-IVR-Digits".to_owned(), call.trace.digits.join(",")),
+        ];
+        sent.extend(context.iter().cloned());
         call.cpu.pause();
-        let result = call.channel.transfer(&to, &context).await;
+        let result = call.channel.transfer(&to, &sent).await;
         call.cpu.resume();
         call.note_result(&result);
         let context: BTreeMap<String, String> = context.into_iter().collect();

@@ -101,13 +101,13 @@ pub(crate) async fn run(setup: CallSetup) {
     let ack_sdp = loop {
         match events.recv().await {
             Some(CallEvent::Acked { sdp }) => break sdp,
-            Some(CallEvent::Digit(_)) | Some(CallEvent::Renegotiated) => {}
             Some(CallEvent::Ended) | None => {
                 tracing::info!(%call_id, "call ended before the ACK");
                 record.detail = Some("no ACK".into());
                 save_record(&shared, record).await;
                 return;
             }
+            Some(_) => {}
         }
     };
     let telephone_event = match (&negotiated, ack_sdp) {
@@ -187,7 +187,7 @@ pub(crate) async fn run(setup: CallSetup) {
     let call = shared.engine.run_call(ivr.clone(), context).await;
     receiver.abort();
     let report = CallReport::new(&ivr, call);
-    tracing::info!(%call_id, path = %report.path.join(","), outcome = report.outcome.label(), duration_ms = report.duration_ms, rtp_sent = session.packets_sent(), "call ended");
+    tracing::info!(%call_id, path = %report.path.join(","), outcome = report.outcome.label(), duration_ms = report.duration_ms, rtp_sent = session.packets_sent(), rtp_send_errors = session.send_errors(), "call ended");
     if let Some(dir) = &shared.config.call_traces {
         write_trace(dir, &report);
     }
@@ -282,7 +282,55 @@ struct RtpCall {
     ended: bool,
 }
 
+/// The failure a SIP status means for the IVR.
+fn transfer_failure(status: u16) -> CallError {
+    CallError::TransferFailed(match status {
+        486 | 600 => TransferFailure::Busy,
+        408 | 480 | 487 => TransferFailure::NoAnswer,
+        other => TransferFailure::Rejected(other),
+    })
+}
+
+/// The transfer context as SIP headers: `X-` names pass as they are, other keys become
+/// `X-IVR-<key>`; names keep only token characters and values lose line breaks.
+fn context_headers(context: &[(String, String)]) -> Vec<(String, String)> {
+    context
+        .iter()
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(key, value)| {
+            let token: String = key
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let name = if token.len() > 2 && token[..2].eq_ignore_ascii_case("x-") {
+                token
+            } else {
+                format!("X-IVR-{token}")
+            };
+            let value: String = value
+                .chars()
+                .filter(|c| *c != '\r' && *c != '\n')
+                .take(256)
+                .collect();
+            (name, value.trim().to_owned())
+        })
+        .collect()
+}
+
 impl RtpCall {
+    /// Merges a media digit into the stream and keeps it for the next gather.
+    fn keep_digit(&mut self, digit: MediaDigit) {
+        if let Some(merged) = self.merger.push(digit.source, digit.digit, digit.at) {
+            self.type_ahead.push_back(merged.digit.as_char());
+        }
+    }
+
     /// The next digit or the end of the call. Cancel-safe: nothing is lost if a `select!`
     /// drops it before it completes.
     async fn next_input(&mut self) -> Input {
@@ -290,7 +338,12 @@ impl RtpCall {
             let digit = tokio::select! {
                 event = self.events.recv() => match event {
                     Some(CallEvent::Digit(d)) => d,
-                    Some(CallEvent::Acked { .. }) | Some(CallEvent::Renegotiated) => continue,
+                    Some(
+                        CallEvent::Acked { .. }
+                        | CallEvent::Renegotiated
+                        | CallEvent::ReferResponse(_)
+                        | CallEvent::TransferProgress { .. },
+                    ) => continue,
                     Some(CallEvent::Ended) | None => {
                         self.ended = true;
                         return Input::Ended;
@@ -452,15 +505,70 @@ impl CallChannel for RtpCall {
 
     async fn transfer(
         &mut self,
-        _to: &Destination,
-        _context: &[(String, String)],
+        to: &Destination,
+        context: &[(String, String)],
     ) -> Result<(), CallError> {
         if self.ended {
             return Err(CallError::HungUp);
         }
-        Err(CallError::TransferFailed(TransferFailure::Unreachable(
-            "transfers are not available on this runtime yet".into(),
-        )))
+        let settings = &self.shared.config.transfer;
+        let uri = settings
+            .uri_for(to)
+            .map_err(|why| CallError::TransferFailed(TransferFailure::Unreachable(why)))?;
+        let deadline = tokio::time::Instant::now() + settings.timeout();
+        self.session.stop();
+        let headers = context_headers(context);
+        tracing::info!(call = ?self.handle, %uri, "transferring (REFER)");
+        let _ = self
+            .commands
+            .send(SipCommand::Refer(self.handle, uri, headers));
+        let mut accepted = false;
+        loop {
+            let event = tokio::select! {
+                event = self.events.recv() => event,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(CallError::TransferFailed(TransferFailure::NoAnswer));
+                }
+                digit = self.digits.recv(), if self.digits_open => {
+                    match digit {
+                        Some(d) => self.keep_digit(d),
+                        None => self.digits_open = false,
+                    }
+                    continue;
+                }
+            };
+            match event {
+                Some(CallEvent::ReferResponse(status)) if (200..300).contains(&status) => {
+                    accepted = true
+                }
+                Some(CallEvent::ReferResponse(status)) => return Err(transfer_failure(status)),
+                Some(CallEvent::TransferProgress { status, done }) => {
+                    if (200..300).contains(&status) {
+                        // The caller is connected to the destination: we leave the call.
+                        self.ended = true;
+                        let _ = self.commands.send(SipCommand::Hangup(self.handle));
+                        return Ok(());
+                    }
+                    if status >= 300 {
+                        return Err(transfer_failure(status));
+                    }
+                    if done {
+                        return Err(CallError::TransferFailed(TransferFailure::NoAnswer));
+                    }
+                }
+                Some(CallEvent::Digit(d)) => self.keep_digit(d),
+                Some(CallEvent::Ended) | None => {
+                    self.ended = true;
+                    // A caller that accepted the REFER and then left went to the destination.
+                    return if accepted {
+                        Ok(())
+                    } else {
+                        Err(CallError::HungUp)
+                    };
+                }
+                Some(CallEvent::Acked { .. }) | Some(CallEvent::Renegotiated) => {}
+            }
+        }
     }
 
     async fn hang_up(&mut self, goodbye: &[Prompt]) {

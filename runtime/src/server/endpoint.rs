@@ -134,6 +134,14 @@ impl Endpoint {
             SipCommand::Ring(call) => self.core.ring(call),
             SipCommand::Answer(call, body) => self.core.answer(now, call, body),
             SipCommand::Hangup(call) => self.core.hangup(now, call),
+            SipCommand::Refer(call, refer_to, headers) => {
+                let result = self.core.refer(now, call, &refer_to, &headers);
+                if result.is_err() {
+                    // The call task waits for an answer; a refused command is a refused REFER.
+                    self.notify(call, CallEvent::ReferResponse(400));
+                }
+                result
+            }
         };
         if let Err(e) = result {
             tracing::debug!("SIP command not applied: {e}");
@@ -171,6 +179,21 @@ impl Endpoint {
             Event::ReInvite { call, sdp_offer } => self.on_reinvite(call, sdp_offer),
             Event::ByeResult { call, outcome } => {
                 tracing::debug!(?call, ?outcome, "BYE done");
+            }
+            Event::ReferResponse { call, status } => {
+                self.notify(call, CallEvent::ReferResponse(status))
+            }
+            Event::TransferProgress { call, status, done } => {
+                self.notify(call, CallEvent::TransferProgress { status, done })
+            }
+            // This endpoint places no outbound calls yet (bridged transfers).
+            Event::OutboundProgress { call, .. }
+            | Event::OutboundAnswered { call, .. }
+            | Event::OutboundFailed { call, .. } => {
+                tracing::debug!(
+                    ?call,
+                    "event for an outbound call this endpoint did not place"
+                );
             }
             Event::CallEnded { call, reason } => {
                 tracing::debug!(?call, ?reason, "dialog ended");

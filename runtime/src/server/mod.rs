@@ -30,6 +30,8 @@ pub(crate) enum SipCommand {
     Answer(crate::sip::CallHandle, Vec<u8>),
     /// Send BYE.
     Hangup(crate::sip::CallHandle),
+    /// Send REFER to this URI with these extra headers.
+    Refer(crate::sip::CallHandle, String, Vec<(String, String)>),
 }
 
 /// What the SIP endpoint tells a call task.
@@ -44,6 +46,15 @@ pub(crate) enum CallEvent {
     Digit(MediaDigit),
     /// A re-INVITE changed the media (hold, resume, new address).
     Renegotiated,
+    /// The final response to our REFER.
+    ReferResponse(u16),
+    /// A NOTIFY about the transfer: the status the transferee got, and whether it is final.
+    TransferProgress {
+        /// The sipfrag status.
+        status: u16,
+        /// Subscription terminated.
+        done: bool,
+    },
     /// The call is over on the SIP side (BYE, CANCEL, timeout).
     Ended,
 }
@@ -101,6 +112,8 @@ pub struct ServerConfig {
     pub answer_delay: Duration,
     /// Write each finished call's trace as JSON here.
     pub call_traces: Option<PathBuf>,
+    /// Transfer settings.
+    pub transfer: crate::config::TransferSection,
 }
 
 /// What every task of the server shares.

@@ -1,6 +1,7 @@
-//! UAS dialogs and the calls built on them (RFC 3261 §12, §13.3, §14, §15).
+//! Dialogs and the calls built on them (RFC 3261 §12, §13, §14, §15).
 //!
-//! A [`Call`] exists from the initial INVITE until the core emits `CallEnded`; its [`Dialog`]
+//! A [`Call`] exists from the initial INVITE (received, or sent for an outbound call) until the
+//! core emits `CallEnded`; its [`Dialog`]
 //! holds what in-dialog requests need (tags, route set, remote target, CSeq counters) and the
 //! 2xx retransmission state of §13.3.1.4, which lives here rather than in the transaction layer.
 
@@ -8,29 +9,34 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::message::{NameAddr, Request, split_list};
+use super::EndReason;
+use super::message::{NameAddr, Request, Response, split_list};
 use super::sdp;
 use super::timers::{Backoff, TimerConfig, earliest};
-use super::transaction::TxKey;
+use super::transaction::{OutgoingInvite, TxKey};
 
-/// The SIP dialog state shared by both directions of a call.
+/// The SIP dialog state shared by both directions of a call (UAS for inbound calls, UAC for
+/// outbound ones).
 #[derive(Debug, Clone)]
 pub(crate) struct Dialog {
     pub call_id: String,
     pub local_tag: String,
     /// The caller's From tag; empty for RFC 2543 callers that send none.
     pub remote_tag: String,
-    /// Our party as the caller addressed it (the INVITE's To, plus our tag): From of our requests.
+    /// Our party (UAS: the INVITE's To plus our tag; UAC: our From with its tag): From of our
+    /// requests.
     pub local_party: String,
-    /// The caller's party (the INVITE's From): To of our requests.
+    /// The other party (UAS: the INVITE's From; UAC: the 2xx's To): To of our requests.
     pub remote_party: String,
-    /// Where in-dialog requests are addressed (Request-URI): the caller's Contact.
+    /// Where in-dialog requests are addressed (Request-URI): the peer's Contact.
     pub remote_target: String,
-    /// Record-Route of the INVITE, in order (a UAS keeps the received order, §12.1.1).
+    /// UAS: Record-Route of the INVITE in order (§12.1.1); UAC: Record-Route of the 2xx
+    /// reversed (§12.1.2).
     pub route_set: Vec<String>,
     pub local_cseq: u32,
     pub remote_cseq: u32,
-    /// The address the INVITE came from; every request we send in the dialog goes there.
+    /// The address the INVITE came from (UAC: where the application told us to send the
+    /// INVITE); every request we send in the dialog goes there.
     ///
     /// A sans-IO core has no DNS, and SIP behind NAT or a record-routing proxy (the deployment in
     /// DESIGN.md: Kamailio in front) works best with symmetric flows, so the next hop is the
@@ -70,12 +76,59 @@ impl Dialog {
         })
     }
 
-    /// Whether an in-dialog request's From tag is the caller's (the dialog id's remote tag).
+    /// Whether an in-dialog request's From tag is the peer's (the dialog id's remote tag).
     pub fn matches_remote(&self, req: &Request) -> bool {
         req.from.tag().unwrap_or_default() == self.remote_tag
     }
 
-    /// Builds a new in-dialog request (§12.2.1.1) and bumps the local CSeq.
+    /// The UAC side of a dialog before any answer: what an outbound INVITE said (§12.1.2 fills
+    /// in the rest from the 2xx, see [`Self::confirm`]).
+    pub fn outgoing(inv: &OutgoingInvite, peer: SocketAddr) -> Self {
+        Self {
+            call_id: inv.call_id.clone(),
+            local_tag: inv.local_tag.clone(),
+            remote_tag: String::new(),
+            local_party: inv.from.clone(),
+            remote_party: inv.to.clone(),
+            remote_target: inv.request_uri.clone(),
+            route_set: Vec::new(),
+            local_cseq: inv.cseq,
+            remote_cseq: 0,
+            peer,
+        }
+    }
+
+    /// Completes a UAC dialog from the 2xx that creates it (§12.1.2): the remote tag and party
+    /// from To, the remote target from Contact (else the Request-URI stays), and the route set
+    /// from Record-Route in reverse order. A 2xx must be acknowledged whatever it carries, so
+    /// malformed Contact or Record-Route elements are skipped rather than refused.
+    pub fn confirm(&mut self, resp: &Response) {
+        let to = resp.headers.get("To").unwrap_or_default();
+        self.remote_tag = NameAddr::parse(to)
+            .ok()
+            .and_then(|n| n.tag().map(str::to_owned))
+            .unwrap_or_default();
+        to.clone_into(&mut self.remote_party);
+        if let Some(target) = resp
+            .headers
+            .list("Contact")
+            .first()
+            .and_then(|c| NameAddr::parse(c).ok())
+        {
+            self.remote_target = target.uri_text;
+        }
+        let mut route_set: Vec<String> = resp
+            .headers
+            .get_all("Record-Route")
+            .flat_map(split_list)
+            .filter(|rr| NameAddr::parse(rr).is_ok())
+            .map(|rr| rr.trim().to_owned())
+            .collect();
+        route_set.reverse();
+        self.route_set = route_set;
+    }
+
+    /// Builds a new in-dialog request (§12.2.1.1) without a body and bumps the local CSeq.
     pub fn request(
         &mut self,
         method: &str,
@@ -84,6 +137,32 @@ impl Dialog {
         user_agent: &str,
     ) -> Vec<u8> {
         self.local_cseq = self.local_cseq.saturating_add(1);
+        self.build(
+            method,
+            self.local_cseq,
+            &RequestParts {
+                via_sent_by,
+                branch,
+                user_agent,
+                headers: &[],
+            },
+        )
+    }
+
+    /// Builds a new in-dialog request carrying `headers` (after the standard ones) and bumps
+    /// the local CSeq.
+    pub fn request_with(&mut self, method: &str, parts: &RequestParts<'_>) -> Vec<u8> {
+        self.local_cseq = self.local_cseq.saturating_add(1);
+        self.build(method, self.local_cseq, parts)
+    }
+
+    /// The ACK for a 2xx to our INVITE with CSeq number `cseq` (§13.2.2.4): built like an
+    /// in-dialog request but with the INVITE's sequence number and a branch of its own.
+    pub fn ack(&self, cseq: u32, parts: &RequestParts<'_>) -> Vec<u8> {
+        self.build("ACK", cseq, parts)
+    }
+
+    fn build(&self, method: &str, cseq: u32, parts: &RequestParts<'_>) -> Vec<u8> {
         let first_is_strict = self
             .route_set
             .first()
@@ -103,6 +182,12 @@ impl Dialog {
         } else {
             (self.remote_target.clone(), self.route_set.clone())
         };
+        let RequestParts {
+            via_sent_by,
+            branch,
+            user_agent,
+            headers,
+        } = parts;
         let mut s = String::with_capacity(512);
         // Writing into a String cannot fail; results are ignored on purpose.
         let _ = write!(
@@ -114,11 +199,26 @@ impl Dialog {
         }
         let _ = write!(
             s,
-            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\n\r\n",
-            self.local_party, self.remote_party, self.call_id, self.local_cseq
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nUser-Agent: {user_agent}\r\n",
+            self.local_party, self.remote_party, self.call_id
         );
+        for (name, value) in *headers {
+            let _ = write!(s, "{name}: {value}\r\n");
+        }
+        s.push_str("Content-Length: 0\r\n\r\n");
         s.into_bytes()
     }
+}
+
+/// What varies between the requests we send in a dialog besides method and CSeq.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestParts<'a> {
+    /// `TRANSPORT host:port` for the Via.
+    pub via_sent_by: &'a str,
+    pub branch: &'a str,
+    pub user_agent: &'a str,
+    /// Extra headers, printed in order after the standard ones.
+    pub headers: &'a [(String, String)],
 }
 
 /// Where a call is in its life.
@@ -126,7 +226,10 @@ impl Dialog {
 pub(crate) enum CallState {
     /// INVITE received; the application has not answered or rejected it.
     Offered,
-    /// 2xx sent (its ACK may still be pending, see [`Call::ack_wait`]).
+    /// Outbound INVITE sent; no 2xx yet (the dialog is not confirmed).
+    Dialing,
+    /// 2xx sent (its ACK may still be pending, see [`Call::ack_wait`]), or for an outbound call
+    /// 2xx received and acknowledged.
     Established,
     /// We sent BYE; waiting for its final response.
     Terminating,
@@ -142,7 +245,40 @@ pub(crate) struct AckWait {
     pub cseq: u32,
 }
 
-/// One call: dialog plus UAS bookkeeping.
+/// What an outbound call needs on top of its dialog.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// Branch of the INVITE client transaction.
+    pub branch: String,
+    /// Where CANCEL stands.
+    pub cancel: CancelState,
+    /// How the call ends if it fails from here (changed by a cancel or the ring timeout).
+    pub end_reason: EndReason,
+    /// When a still-ringing call is cancelled by the core (`Config::answer_timeout`).
+    pub ring_until: Option<Instant>,
+}
+
+/// CANCEL of an outbound INVITE (§9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelState {
+    /// Not asked for.
+    None,
+    /// Asked for before any provisional: sent when the first one arrives.
+    Wanted,
+    /// Sent.
+    Sent,
+}
+
+/// A REFER we sent in a call's dialog (RFC 3515).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transfer {
+    /// Its transaction has no final response yet.
+    pub pending: bool,
+    /// The implicit subscription may still send NOTIFYs (not rejected, not terminated).
+    pub subscribed: bool,
+}
+
+/// One call: dialog plus UAS / UAC bookkeeping.
 #[derive(Debug)]
 pub(crate) struct Call {
     pub dialog: Dialog,
@@ -157,6 +293,10 @@ pub(crate) struct Call {
     /// Our last SDP without its `o=` version, to tell a changed SDP from a repeated one.
     pub local_sdp_key: Option<Vec<u8>>,
     pub sdp_version: u64,
+    /// Set for calls we placed with `SipCore::invite`.
+    pub outbound: Option<Outbound>,
+    /// The last REFER sent in this dialog, if any.
+    pub transfer: Option<Transfer>,
 }
 
 impl Call {
@@ -171,6 +311,29 @@ impl Call {
             hangup_after_ack: false,
             local_sdp_key: None,
             sdp_version: 0,
+            outbound: None,
+            transfer: None,
+        }
+    }
+
+    /// An outbound call whose INVITE is about to be sent on `branch`.
+    pub fn outbound(dialog: Dialog, branch: String, ring_until: Instant) -> Self {
+        Self {
+            dialog,
+            state: CallState::Dialing,
+            pending_invite: None,
+            answer_by: None,
+            ack_wait: None,
+            hangup_after_ack: false,
+            local_sdp_key: None,
+            sdp_version: 0,
+            outbound: Some(Outbound {
+                branch,
+                cancel: CancelState::None,
+                end_reason: EndReason::Failed,
+                ring_until: Some(ring_until),
+            }),
+            transfer: None,
         }
     }
 
@@ -207,6 +370,7 @@ impl Call {
             .ack_wait
             .as_ref()
             .map(|w| w.retransmit.next.min(w.give_up));
-        earliest(ack, self.answer_by)
+        let ring = self.outbound.as_ref().and_then(|o| o.ring_until);
+        earliest(earliest(ack, self.answer_by), ring)
     }
 }

@@ -899,7 +899,8 @@ fn capitalise(s: &str) -> String {
     }
 }
 
-fn expand_compact(name: &str) -> &str {
+/// The long form of a compact header name (`v` → `Via`); other names are returned unchanged.
+pub(crate) fn expand_compact(name: &str) -> &str {
     match name {
         "i" | "I" => "Call-ID",
         "m" | "M" => "Contact",

@@ -1,4 +1,5 @@
-//! Sans-IO SIP user agent server for the IVR runtime.
+//! Sans-IO SIP user agent for the IVR runtime: a UAS for the calls it receives, plus the UAC
+//! pieces call transfer needs (REFER in an answered call, outbound INVITE for bridging).
 //!
 //! # How the pieces fit
 //!
@@ -19,10 +20,24 @@
 //! * [`message`] frames and validates datagrams (own parser, see its docs for why not rsip) and
 //!   prints responses; malformed requests get a 400 that says what is wrong.
 //! * `transaction` holds the RFC 3261 §17 state machines: INVITE and non-INVITE server
-//!   transactions (retransmissions answered from cache, timers G/H/I/J and RFC 6026's L) and the
-//!   non-INVITE client transaction used for BYE (timers E/F/K).
+//!   transactions (retransmissions answered from cache, timers G/H/I/J and RFC 6026's L), the
+//!   non-INVITE client transaction used for BYE, REFER and CANCEL (timers E/F/K), and the INVITE
+//!   client transaction of outbound calls (timers A/B/D and RFC 6026's M; it ACKs non-2xx finals
+//!   itself). Client transactions never retransmit when [`Config::transport`] is TCP.
 //! * `dialog` holds calls and their dialogs, including the 2xx retransmission that the UAS core
-//!   (not the transaction) performs until ACK (§13.3.1.4).
+//!   (not the transaction) performs until ACK (§13.3.1.4). Outbound calls get a UAC dialog when
+//!   their 2xx arrives (§12.1.2); the core sends the ACK for it (§13.2.2.4) and re-sends it for
+//!   every retransmitted 2xx. After that both kinds of call behave alike (BYE, INFO, re-INVITE).
+//!
+//! # Transfer
+//!
+//! * Blind: [`SipCore::refer`] sends REFER in an answered call ([`Event::ReferResponse`]); the
+//!   transferee's NOTIFYs (`Event: refer`, `message/sipfrag` bodies) are answered 200 and reported
+//!   as [`Event::TransferProgress`].
+//! * Bridged: [`SipCore::invite`] places an outbound call ([`Event::OutboundProgress`],
+//!   [`Event::OutboundAnswered`] or [`Event::OutboundFailed`]); [`SipCore::cancel`] gives up on
+//!   one that is still ringing. Inbound and outbound calls share one handle counter, so a
+//!   [`CallHandle`] never names two calls.
 //! * [`sdp`] reads offers and builds G.711 + telephone-event answers; the core only checks that an
 //!   offer is answerable (else 488) and stamps the `o=` version of what the application sends.
 //! * [`timers`] has T1/T2/T4 and the back-off shared by the machines.
@@ -46,16 +61,20 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use dialog::{Call, CallState, Dialog};
+use dialog::{Call, CallState, CancelState, Dialog, RequestParts, Transfer};
 use message::{Message, Method, NameAddr, ParseError, Request, Response, ResponseBuilder, Uri};
 use timers::{TimerConfig, earliest};
 use transaction::{
-    ClientPurpose, ClientTimeout, ClientTx, InviteServerTx, NonInviteServerTx, ServerTimeout,
-    ServerTx, TxKey,
+    ClientPurpose, ClientTimeout, ClientTx, InviteClientAction, InviteClientTx, InviteServerTx,
+    NonInviteServerTx, OutgoingInvite, ServerTimeout, ServerTx, TxKey,
 };
 
-/// Methods this UAS implements; everything else known gets 405, unknown methods 501.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Methods we accept; everything else known gets 405, unknown methods 501. REFER is absent on
+/// purpose: we send it (blind transfer) but refuse incoming ones, and NOTIFY is accepted only
+/// for the implicit subscription of a REFER we sent.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY";
+/// The only event package we take NOTIFYs for (RFC 3515).
+const REFER_EVENT: &str = "refer";
 /// The only body type we take in INVITEs.
 const ACCEPT: &str = "application/sdp";
 
@@ -82,7 +101,9 @@ pub struct Config {
     pub transport: Transport,
     /// How long the application may take to answer an INVITE or re-INVITE before the core
     /// answers for it (480 and `CallEnded { Unanswered }`, or 500 for a re-INVITE), so that a
-    /// stuck application cannot pin calls in memory (default 180 s, RFC 3261 timer C).
+    /// stuck application cannot pin calls in memory (default 180 s, RFC 3261 timer C). Also how
+    /// long an outbound call may go without a final response before the core cancels it
+    /// (`OutboundFailed` then `CallEnded { Unanswered }`).
     pub answer_timeout: Duration,
 }
 
@@ -127,6 +148,18 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
         }
+    }
+}
+
+impl Config {
+    /// Whether the transport is reliable (no request retransmissions, zero timers D and K).
+    fn reliable(&self) -> bool {
+        self.transport == Transport::Tcp
+    }
+
+    /// `TRANSPORT host:port` for the Via of our requests.
+    fn via_sent_by(&self) -> String {
+        format!("{} {}", self.transport.via_name(), self.local_addr)
     }
 }
 
@@ -189,10 +222,30 @@ pub struct IncomingCall {
     pub source: SocketAddr,
 }
 
+/// An outbound call for [`SipCore::invite`] (bridged transfer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundCall {
+    /// Request-URI: a `sip:`, `sips:` or `tel:` URI without headers.
+    pub request_uri: String,
+    /// To header value (name-addr or addr-spec, no tag).
+    pub to: String,
+    /// From header value (no tag: the core adds its own).
+    pub from: String,
+    /// Where to send the INVITE and every later request of the call: the URI's host or the
+    /// outbound proxy, resolved by the application (the core does no DNS).
+    pub destination: SocketAddr,
+    /// Our SDP offer (required: the core sends the ACK itself, so it cannot carry an answer).
+    pub sdp_offer: Vec<u8>,
+    /// Extra headers copied into the INVITE (e.g. `X-IVR-Path`, `P-Asserted-Identity`). `Route`
+    /// headers form a pre-loaded route and are repeated on CANCEL and on the ACK of a failure.
+    pub extra_headers: Vec<(String, String)>,
+}
+
 /// Why a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
-    /// The caller cancelled before we answered.
+    /// The caller cancelled before we answered, or we cancelled an outbound call
+    /// ([`SipCore::cancel`]).
     Cancelled,
     /// The application rejected the call.
     Rejected,
@@ -202,8 +255,12 @@ pub enum EndReason {
     LocalBye,
     /// Our 2xx was never acknowledged within 64·T1; the core sent BYE on its own.
     AckTimeout,
-    /// The application did not answer within `Config::answer_timeout`; the core sent 480.
+    /// The application did not answer within `Config::answer_timeout`; the core sent 480. For an
+    /// outbound call: no final response within that time, so the core cancelled it.
     Unanswered,
+    /// An outbound call was refused (final status ≥ 300) or got no response at all (timer B);
+    /// see [`Event::OutboundFailed`].
+    Failed,
 }
 
 /// How a BYE we sent ended.
@@ -263,6 +320,50 @@ pub enum Event {
         /// Final response or timeout.
         outcome: ByeOutcome,
     },
+    /// The final response to a REFER sent by [`SipCore::refer`]: 202 (or 200) means the
+    /// transferee accepted and [`Event::TransferProgress`] follows; ≥ 300 means it refused.
+    /// When no final response arrives within 64·T1 (timer F) the core reports `status: 408`
+    /// itself (RFC 3261 §8.1.3.1 treats a transaction timeout as 408).
+    ReferResponse {
+        /// The call the REFER was sent in.
+        call: CallHandle,
+        /// Final status.
+        status: u16,
+    },
+    /// A NOTIFY of the REFER subscription (the core answered 200): how the transferee's call
+    /// to the transfer target is going.
+    TransferProgress {
+        /// The call the REFER was sent in.
+        call: CallHandle,
+        /// Status line of the `message/sipfrag` body (100, 180, 200, 486, …).
+        status: u16,
+        /// `Subscription-State: terminated`: no more NOTIFYs follow.
+        done: bool,
+    },
+    /// A provisional response to our outbound INVITE (100, 180, 183, …).
+    OutboundProgress {
+        /// The outbound call.
+        call: CallHandle,
+        /// The status.
+        status: u16,
+    },
+    /// The outbound call was answered; the core has sent the ACK. The call now behaves like an
+    /// answered inbound one ([`SipCore::hangup`], BYE, INFO, re-INVITE).
+    OutboundAnswered {
+        /// The outbound call.
+        call: CallHandle,
+        /// The SDP answer of the 2xx, if it had a body.
+        sdp_answer: Option<Vec<u8>>,
+    },
+    /// The outbound call failed: the final status (the core ACKed it), or 408 when timer B
+    /// fired or a CANCEL got no final response, or 487 when a 2xx crossed our CANCEL (the core
+    /// ACKed it and sent BYE). [`Event::CallEnded`] follows at once.
+    OutboundFailed {
+        /// The outbound call.
+        call: CallHandle,
+        /// The status.
+        status: u16,
+    },
     /// The call is gone; always the last event for a call, emitted exactly once.
     CallEnded {
         /// The call.
@@ -289,6 +390,12 @@ pub enum CommandError {
     /// The status code is not allowed for this command.
     #[error("status {0} is not allowed here")]
     InvalidStatus(u16),
+    /// An argument (URI, header, SDP) cannot be put on the wire as given.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// `Config::max_calls` calls are live already.
+    #[error("too many calls")]
+    TooManyCalls,
 }
 
 /// A final response decided by the core: status, reason phrase and extra headers.
@@ -340,7 +447,11 @@ impl Ids {
 pub struct SipCore {
     config: Config,
     server_txs: HashMap<TxKey, ServerTx>,
+    /// Non-INVITE client transactions by branch.
     client_txs: HashMap<String, ClientTx>,
+    /// INVITE client transactions by branch (a CANCEL shares its INVITE's branch, so the two
+    /// kinds live in separate maps).
+    invite_txs: HashMap<String, InviteClientTx>,
     calls: HashMap<CallHandle, Call>,
     /// (Call-ID, local tag) → call, to route in-dialog requests.
     dialogs: HashMap<(String, String), CallHandle>,
@@ -357,6 +468,7 @@ impl SipCore {
             config,
             server_txs: HashMap::new(),
             client_txs: HashMap::new(),
+            invite_txs: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             outputs: VecDeque::new(),
@@ -376,7 +488,7 @@ impl SipCore {
 
     /// Live server plus client transactions.
     pub fn transaction_count(&self) -> usize {
-        self.server_txs.len() + self.client_txs.len()
+        self.server_txs.len() + self.client_txs.len() + self.invite_txs.len()
     }
 
     /// Live calls (each with its dialog, early or confirmed).
@@ -490,8 +602,9 @@ impl SipCore {
         Ok(())
     }
 
-    /// Ends an answered call with BYE (deferred until the ACK if it is still pending). Reports
-    /// [`Event::ByeResult`] then [`Event::CallEnded`] (`LocalBye`).
+    /// Ends an answered call, inbound or outbound, with BYE (deferred until the ACK if it is
+    /// still pending). Reports [`Event::ByeResult`] then [`Event::CallEnded`] (`LocalBye`). An
+    /// outbound call that is not answered yet is ended with [`SipCore::cancel`] instead.
     pub fn hangup(&mut self, now: Instant, call: CallHandle) -> Result<(), CommandError> {
         self.timeout_reported = false;
         let c = self
@@ -502,6 +615,10 @@ impl SipCore {
             CallState::Offered => Err(CommandError::InvalidState {
                 call,
                 why: "not answered yet: use reject",
+            }),
+            CallState::Dialing => Err(CommandError::InvalidState {
+                call,
+                why: "not answered yet: use cancel",
             }),
             CallState::Terminating => Err(CommandError::InvalidState {
                 call,
@@ -517,6 +634,190 @@ impl SipCore {
                 Ok(())
             }
         }
+    }
+
+    /// Blind transfer: sends REFER (`Refer-To: <refer_to>`, `Referred-By` our Contact, plus
+    /// `extra_headers` such as `X-IVR-Path`) in an answered, acknowledged call. The outcome comes
+    /// as [`Event::ReferResponse`], then the transferee's progress as [`Event::TransferProgress`].
+    /// One REFER at a time per call.
+    pub fn refer(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        refer_to: &str,
+        extra_headers: &[(String, String)],
+    ) -> Result<(), CommandError> {
+        self.timeout_reported = false;
+        if has_crlf(refer_to) || !matches!(Uri::parse(refer_to), Ok(Uri::Sip(_) | Uri::Tel { .. }))
+        {
+            return Err(CommandError::InvalidArgument(
+                "Refer-To must be a sip:, sips: or tel: URI",
+            ));
+        }
+        check_headers(extra_headers, REFER_OWNED)?;
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(CommandError::UnknownCall(call))?;
+        let why = match c.state {
+            CallState::Offered | CallState::Dialing => Some("not answered yet"),
+            CallState::Terminating => Some("hanging up"),
+            CallState::Established if c.ack_wait.is_some() => Some("2xx not acknowledged yet"),
+            CallState::Established if c.transfer.is_some_and(|t| t.pending) => {
+                Some("a REFER is already pending")
+            }
+            CallState::Established => None,
+        };
+        if let Some(why) = why {
+            return Err(CommandError::InvalidState { call, why });
+        }
+        let contact = self.config.contact();
+        let mut headers = vec![
+            ("Contact".to_owned(), contact.clone()),
+            ("Refer-To".to_owned(), format!("<{refer_to}>")),
+            ("Referred-By".to_owned(), contact),
+        ];
+        headers.extend_from_slice(extra_headers);
+        let branch = self.ids.branch();
+        let via = self.config.via_sent_by();
+        let bytes = c.dialog.request_with(
+            "REFER",
+            &RequestParts {
+                via_sent_by: &via,
+                branch: &branch,
+                user_agent: &self.config.user_agent,
+                headers: &headers,
+            },
+        );
+        c.transfer = Some(Transfer {
+            pending: true,
+            subscribed: true,
+        });
+        let dest = c.dialog.peer;
+        let tx = ClientTx::start(
+            now,
+            &self.config.timers,
+            self.config.reliable(),
+            ClientPurpose::Refer { call },
+            Method::Refer,
+            dest,
+            bytes.clone(),
+        );
+        self.client_txs.insert(branch, tx);
+        self.transmit(dest, bytes);
+        Ok(())
+    }
+
+    /// Places an outbound call (bridged transfer): sends the INVITE to `destination` and returns
+    /// the new call's handle. Reports [`Event::OutboundProgress`] per provisional, then either
+    /// [`Event::OutboundAnswered`] (the core ACKs; the call continues like an answered inbound
+    /// one) or [`Event::OutboundFailed`] followed by [`Event::CallEnded`].
+    pub fn invite(&mut self, now: Instant, call: OutboundCall) -> Result<CallHandle, CommandError> {
+        self.timeout_reported = false;
+        if self.calls.len() >= self.config.max_calls {
+            return Err(CommandError::TooManyCalls);
+        }
+        let OutboundCall {
+            request_uri,
+            to,
+            from,
+            destination,
+            sdp_offer,
+            extra_headers,
+        } = call;
+        let uri_ok = match Uri::parse(&request_uri) {
+            Ok(Uri::Sip(u)) => !u.has_headers,
+            Ok(Uri::Tel { .. }) => true,
+            _ => false,
+        };
+        if !uri_ok || has_crlf(&request_uri) {
+            return Err(CommandError::InvalidArgument(
+                "request_uri must be a sip:, sips: or tel: URI without headers",
+            ));
+        }
+        for (value, what) in [
+            (&to, "to must be a name-addr without a tag"),
+            (&from, "from must be a name-addr without a tag"),
+        ] {
+            let ok = !has_crlf(value) && NameAddr::parse(value).is_ok_and(|n| n.tag().is_none());
+            if !ok {
+                return Err(CommandError::InvalidArgument(what));
+            }
+        }
+        if sdp_offer.is_empty() {
+            return Err(CommandError::InvalidArgument(
+                "an outbound INVITE needs an SDP offer",
+            ));
+        }
+        check_headers(&extra_headers, INVITE_OWNED)?;
+
+        let local_tag = self.ids.tag();
+        let branch = self.ids.branch();
+        let call_id = format!("{:016x}{:016x}@wasm-ivr", self.ids.next(), self.ids.next());
+        let invite = OutgoingInvite {
+            request_uri,
+            via: format!(
+                "SIP/2.0/{};branch={branch};rport",
+                self.config.via_sent_by()
+            ),
+            from: format!("{from};tag={local_tag}"),
+            local_tag,
+            to,
+            call_id,
+            cseq: 1,
+            routes: extra_headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("Route"))
+                .map(|(_, v)| v.clone())
+                .collect(),
+            user_agent: self.config.user_agent.clone(),
+        };
+        self.next_call += 1;
+        let handle = CallHandle(self.next_call);
+        let mut c = Call::outbound(
+            Dialog::outgoing(&invite, destination),
+            branch.clone(),
+            now + self.config.answer_timeout,
+        );
+        let body = c.stamp_sdp(sdp_offer);
+        let bytes = invite.invite(&self.config.contact(), ALLOW, &extra_headers, &body);
+        self.calls.insert(handle, c);
+        let tx = InviteClientTx::start(
+            now,
+            &self.config.timers,
+            self.config.reliable(),
+            handle,
+            invite,
+            destination,
+            bytes.clone(),
+        );
+        self.invite_txs.insert(branch, tx);
+        self.transmit(destination, bytes);
+        Ok(handle)
+    }
+
+    /// Gives up on an outbound call that has no final response yet: sends CANCEL (after the first
+    /// provisional, as §9.1 requires). The 487 that follows is reported as
+    /// `OutboundFailed { status: 487 }` and `CallEnded { Cancelled }`.
+    pub fn cancel(&mut self, now: Instant, call: CallHandle) -> Result<(), CommandError> {
+        self.timeout_reported = false;
+        let c = self
+            .calls
+            .get(&call)
+            .ok_or(CommandError::UnknownCall(call))?;
+        let why = match (&c.outbound, c.state) {
+            (None, _) => Some("not an outbound call: use reject or hangup"),
+            (Some(o), CallState::Dialing) if o.cancel != CancelState::None => {
+                Some("already cancelling")
+            }
+            (Some(_), CallState::Dialing) => None,
+            (Some(_), _) => Some("already answered: use hangup"),
+        };
+        if let Some(why) = why {
+            return Err(CommandError::InvalidState { call, why });
+        }
+        self.start_cancel(now, call, EndReason::Cancelled);
+        Ok(())
     }
 
     // ----- commands: helpers -------------------------------------------------------------
@@ -621,11 +922,7 @@ impl SipCore {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let via = format!(
-            "{} {}",
-            self.config.transport.via_name(),
-            self.config.local_addr
-        );
+        let via = self.config.via_sent_by();
         let bytes = c
             .dialog
             .request("BYE", &via, &branch, &self.config.user_agent);
@@ -634,6 +931,7 @@ impl SipCore {
         let tx = ClientTx::start(
             now,
             &self.config.timers,
+            self.config.reliable(),
             ClientPurpose::Bye { call, report },
             Method::Bye,
             dest,
@@ -645,6 +943,61 @@ impl SipCore {
         if let Some(key) = self.calls.get(&call).and_then(|c| c.pending_invite.clone()) {
             self.final_to_pending(now, call, &key, 487, "Request Terminated");
         }
+    }
+
+    /// Cancels an outbound call that is still dialing; it will end with `reason`.
+    fn start_cancel(&mut self, now: Instant, call: CallHandle, reason: EndReason) {
+        let Some(o) = self.calls.get_mut(&call).and_then(|c| c.outbound.as_mut()) else {
+            return;
+        };
+        o.end_reason = reason;
+        o.ring_until = None;
+        let Some(tx) = self.invite_txs.get(&o.branch) else {
+            return;
+        };
+        if tx.is_calling() {
+            // §9.1: no CANCEL before a provisional response; the first one triggers it.
+            o.cancel = CancelState::Wanted;
+        } else if tx.is_proceeding() {
+            o.cancel = CancelState::Sent;
+            let branch = o.branch.clone();
+            self.send_cancel(now, call, &branch);
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, call: CallHandle, branch: &str) {
+        let timers = self.config.timers;
+        let Some(tx) = self.invite_txs.get_mut(branch) else {
+            return;
+        };
+        tx.cancel_sent(now, &timers);
+        let bytes = tx.invite.cancel();
+        let dest = tx.dest;
+        let cancel = ClientTx::start(
+            now,
+            &timers,
+            self.config.reliable(),
+            ClientPurpose::Cancel { call },
+            Method::Cancel,
+            dest,
+            bytes.clone(),
+        );
+        self.client_txs.insert(branch.to_owned(), cancel);
+        self.transmit(dest, bytes);
+    }
+
+    /// Reports an outbound call's failure and ends it.
+    fn outbound_failed(&mut self, now: Instant, call: CallHandle, status: u16) {
+        let Some(reason) = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.outbound.as_ref())
+            .map(|o| o.end_reason)
+        else {
+            return;
+        };
+        self.event(Event::OutboundFailed { call, status });
+        self.end_call(now, call, reason);
     }
 
     /// Forgets a call and emits its one `CallEnded`; a pending INVITE gets 487.
@@ -728,7 +1081,7 @@ impl SipCore {
         }
         // RFC 3261 §8.2.1: method inspection first.
         match &req.method {
-            Method::Invite | Method::Bye | Method::Options | Method::Info => {}
+            Method::Invite | Method::Bye | Method::Options | Method::Info | Method::Notify => {}
             Method::Extension(_) => {
                 self.respond(
                     now,
@@ -793,7 +1146,7 @@ impl SipCore {
                 );
             }
             // §12.2.2: a request for a dialog we do not have.
-            (_, true, None) | (Method::Bye | Method::Info, false, _) => {
+            (_, true, None) | (Method::Bye | Method::Info | Method::Notify, false, _) => {
                 self.respond(
                     now,
                     from,
@@ -806,6 +1159,7 @@ impl SipCore {
             (Method::Invite, true, Some(call)) => self.on_reinvite(now, from, req, key, call),
             (Method::Bye, true, Some(call)) => self.on_bye(now, from, &req, key, call),
             (Method::Info, true, Some(call)) => self.on_info(now, from, req, key, call),
+            (Method::Notify, true, Some(call)) => self.on_notify(now, from, &req, key, call),
             _ => self.respond(
                 now,
                 from,
@@ -1037,6 +1391,57 @@ impl SipCore {
         });
     }
 
+    /// A NOTIFY of the implicit subscription of our REFER (RFC 3515 §2.4.4, RFC 6665 §4.1.3).
+    /// Answered 200 whenever it is well-formed; only a parseable sipfrag is reported.
+    fn on_notify(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        req: &Request,
+        key: TxKey,
+        call: CallHandle,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if req.cseq.seq <= c.dialog.remote_cseq && c.state != CallState::Offered {
+            self.respond(now, from, req, key, Reply::new(500, "CSeq Out of Order"));
+            return;
+        }
+        c.dialog.remote_cseq = req.cseq.seq;
+        let package = req
+            .headers
+            .get("Event")
+            .map(|e| e.split(';').next().unwrap_or_default().trim());
+        let reply = match (package, req.headers.get("Subscription-State")) {
+            (None, _) => Some(Reply::new(400, "Missing Event header")),
+            (Some(p), _) if !p.eq_ignore_ascii_case(REFER_EVENT) => {
+                Some(Reply::new(489, "Bad Event").with("Allow-Events", REFER_EVENT))
+            }
+            (_, None) => Some(Reply::new(400, "Missing Subscription-State header")),
+            _ if !c.transfer.is_some_and(|t| t.subscribed) => {
+                Some(Reply::new(481, "Subscription Does Not Exist"))
+            }
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            self.respond(now, from, req, key, reply);
+            return;
+        }
+        let done = req
+            .headers
+            .get("Subscription-State")
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("terminated"));
+        if done && let Some(t) = &mut c.transfer {
+            t.subscribed = false;
+        }
+        self.respond(now, from, req, key, Reply::new(200, "OK"));
+        if let Some(status) = sipfrag_status(req) {
+            self.event(Event::TransferProgress { call, status, done });
+        }
+    }
+
     fn on_cancel(&mut self, now: Instant, from: SocketAddr, req: &Request, key: TxKey) {
         let invite_key = TxKey::invite_of_cancel(req);
         let (call, proceeding) = match self.server_txs.get(&invite_key) {
@@ -1098,6 +1503,10 @@ impl SipCore {
     }
 
     fn on_response(&mut self, now: Instant, resp: Response) {
+        if resp.cseq.method == Method::Invite {
+            self.on_invite_response(now, &resp);
+            return;
+        }
         let timers = self.config.timers;
         let Some(branch) = resp.via.branch() else {
             return;
@@ -1109,8 +1518,168 @@ impl SipCore {
             return;
         }
         if let Some(status) = tx.response(now, &timers, resp.status) {
-            let ClientPurpose::Bye { call, report } = tx.purpose;
-            self.bye_finished(now, call, report, ByeOutcome::Response(status));
+            let purpose = tx.purpose;
+            self.client_finished(now, purpose, status);
+        }
+    }
+
+    /// A non-INVITE client transaction got its final response (`status`; 408 for timer F).
+    fn client_finished(&mut self, now: Instant, purpose: ClientPurpose, status: u16) {
+        match purpose {
+            ClientPurpose::Bye { call, report } => {
+                self.bye_finished(now, call, report, ByeOutcome::Response(status));
+            }
+            ClientPurpose::Refer { call } => self.refer_finished(call, status),
+            // The INVITE's own final response (or its give-up timer) ends the call.
+            ClientPurpose::Cancel { .. } => {}
+        }
+    }
+
+    fn refer_finished(&mut self, call: CallHandle, status: u16) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some(t) = &mut c.transfer {
+            t.pending = false;
+            if status >= 300 {
+                t.subscribed = false;
+            }
+        }
+        self.event(Event::ReferResponse { call, status });
+    }
+
+    fn on_invite_response(&mut self, now: Instant, resp: &Response) {
+        let timers = self.config.timers;
+        let Some(branch) = resp.via.branch() else {
+            return;
+        };
+        let Some(tx) = self.invite_txs.get_mut(branch) else {
+            return;
+        };
+        let to = resp.headers.get("To").unwrap_or_default();
+        let to_tag = NameAddr::parse(to)
+            .ok()
+            .and_then(|n| n.tag().map(str::to_owned))
+            .unwrap_or_default();
+        let (call, dest) = (tx.call, tx.dest);
+        let branch = branch.to_owned();
+        match tx.response(now, &timers, resp.status, to, &to_tag) {
+            InviteClientAction::Ignore => {}
+            InviteClientAction::Provisional => {
+                self.event(Event::OutboundProgress {
+                    call,
+                    status: resp.status,
+                });
+                let wanted = self
+                    .calls
+                    .get_mut(&call)
+                    .and_then(|c| c.outbound.as_mut())
+                    .filter(|o| o.cancel == CancelState::Wanted);
+                if let Some(o) = wanted {
+                    o.cancel = CancelState::Sent;
+                    self.send_cancel(now, call, &branch);
+                }
+            }
+            InviteClientAction::Failed { ack } => {
+                self.transmit(dest, ack);
+                self.outbound_failed(now, call, resp.status);
+            }
+            InviteClientAction::Reack(ack) => {
+                if !ack.is_empty() {
+                    self.transmit(dest, ack);
+                }
+            }
+            InviteClientAction::Accepted => self.on_outbound_answer(now, call, &branch, resp),
+            InviteClientAction::Fork { new } => self.on_forked_answer(now, &branch, resp, new),
+        }
+    }
+
+    /// The first 2xx to an outbound INVITE: confirm the dialog, ACK, report (§13.2.2.4).
+    fn on_outbound_answer(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        branch: &str,
+        resp: &Response,
+    ) {
+        let via = self.config.via_sent_by();
+        let ack_branch = self.ids.branch();
+        let Some(tx) = self.invite_txs.get_mut(branch) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.dialog.confirm(resp);
+        let ack = c.dialog.ack(
+            tx.invite.cseq,
+            &RequestParts {
+                via_sent_by: &via,
+                branch: &ack_branch,
+                user_agent: &self.config.user_agent,
+                headers: &[],
+            },
+        );
+        tx.set_ack(ack.clone());
+        c.state = CallState::Established;
+        let mut cancelled = false;
+        if let Some(o) = &mut c.outbound {
+            o.ring_until = None;
+            cancelled = o.cancel != CancelState::None;
+        }
+        let dest = c.dialog.peer;
+        self.dialogs
+            .insert((c.dialog.call_id.clone(), c.dialog.local_tag.clone()), call);
+        self.transmit(dest, ack);
+        if cancelled {
+            // The 2xx crossed our CANCEL: the session exists, so end it right away (§15).
+            self.send_bye(now, call, false);
+            self.outbound_failed(now, call, 487);
+        } else {
+            let sdp_answer = (!resp.body.is_empty()).then(|| resp.body.clone());
+            self.event(Event::OutboundAnswered { call, sdp_answer });
+        }
+    }
+
+    /// A 2xx from a second fork of our INVITE (§13.2.2.4): acknowledge it and, the first time,
+    /// end that extra session with an unreported BYE.
+    fn on_forked_answer(&mut self, now: Instant, branch: &str, resp: &Response, new: bool) {
+        let via = self.config.via_sent_by();
+        let ack_branch = self.ids.branch();
+        let Some(tx) = self.invite_txs.get(branch) else {
+            return;
+        };
+        let (call, dest, cseq) = (tx.call, tx.dest, tx.invite.cseq);
+        let mut dialog = Dialog::outgoing(&tx.invite, dest);
+        dialog.confirm(resp);
+        let ua = self.config.user_agent.clone();
+        let ack = dialog.ack(
+            cseq,
+            &RequestParts {
+                via_sent_by: &via,
+                branch: &ack_branch,
+                user_agent: &ua,
+                headers: &[],
+            },
+        );
+        self.transmit(dest, ack);
+        if new {
+            let bye_branch = self.ids.branch();
+            let bye = dialog.request("BYE", &via, &bye_branch, &ua);
+            let tx = ClientTx::start(
+                now,
+                &self.config.timers,
+                self.config.reliable(),
+                ClientPurpose::Bye {
+                    call,
+                    report: false,
+                },
+                Method::Bye,
+                dest,
+                bye.clone(),
+            );
+            self.client_txs.insert(bye_branch, tx);
+            self.transmit(dest, bye);
         }
     }
 
@@ -1159,11 +1728,35 @@ impl SipCore {
             self.client_txs.remove(&branch);
         }
 
+        let mut invites_failed = Vec::new();
+        let mut gone = Vec::new();
+        for (branch, tx) in &mut self.invite_txs {
+            match tx.timeout(now) {
+                ClientTimeout::Idle => {}
+                ClientTimeout::Retransmit(to, bytes) => sends.push((to, bytes)),
+                ClientTimeout::TimedOut => {
+                    invites_failed.push(tx.call);
+                    gone.push(branch.clone());
+                }
+                ClientTimeout::Terminated => gone.push(branch.clone()),
+            }
+        }
+        for branch in gone {
+            self.invite_txs.remove(&branch);
+        }
+
         let mut ack_timeouts = Vec::new();
         let mut unanswered = Vec::new();
+        let mut ring_timeouts = Vec::new();
         for (call, c) in &mut self.calls {
             if c.answer_by.is_some_and(|t| now >= t) {
                 unanswered.push((*call, c.state));
+            }
+            if let Some(o) = &mut c.outbound
+                && o.ring_until.is_some_and(|t| now >= t)
+            {
+                o.ring_until = None;
+                ring_timeouts.push(*call);
             }
             let Some(w) = &mut c.ack_wait else { continue };
             if now >= w.give_up {
@@ -1176,8 +1769,23 @@ impl SipCore {
         for (to, bytes) in sends {
             self.transmit(to, bytes);
         }
-        for ClientPurpose::Bye { call, report } in finished {
-            self.bye_finished(now, call, report, ByeOutcome::Timeout);
+        for purpose in finished {
+            match purpose {
+                ClientPurpose::Bye { call, report } => {
+                    self.bye_finished(now, call, report, ByeOutcome::Timeout);
+                }
+                // §8.1.3.1: a transaction timeout counts as 408.
+                other => self.client_finished(now, other, 408),
+            }
+        }
+        invites_failed.sort();
+        for call in invites_failed {
+            // Timer B, or no final response 64·T1 after our CANCEL.
+            self.outbound_failed(now, call, 408);
+        }
+        ring_timeouts.sort();
+        for call in ring_timeouts {
+            self.start_cancel(now, call, EndReason::Unanswered);
         }
         unanswered.sort_by_key(|(call, _)| *call);
         for (call, state) in unanswered {
@@ -1214,8 +1822,13 @@ impl SipCore {
             .values()
             .filter_map(ClientTx::deadline)
             .min();
+        let invites = self
+            .invite_txs
+            .values()
+            .filter_map(InviteClientTx::deadline)
+            .min();
         let calls = self.calls.values().filter_map(Call::deadline).min();
-        earliest(earliest(servers, clients), calls)
+        earliest(earliest(earliest(servers, clients), invites), calls)
     }
 
     // ----- output helpers -----------------------------------------------------------------
@@ -1263,6 +1876,80 @@ impl SipCore {
     }
 }
 
+/// Headers the core writes itself on an outbound INVITE (compact forms are expanded before the
+/// check); `Route` is allowed there as a pre-loaded route.
+const INVITE_OWNED: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Contact",
+    "Content-Type",
+    "Content-Length",
+    "Record-Route",
+];
+
+/// Headers the core writes itself on a REFER (its route comes from the dialog).
+const REFER_OWNED: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Contact",
+    "Content-Type",
+    "Content-Length",
+    "Record-Route",
+    "Route",
+    "Refer-To",
+    "Referred-By",
+];
+
+fn has_crlf(s: &str) -> bool {
+    s.contains(['\r', '\n'])
+}
+
+/// Checks application-supplied headers: token names, no line breaks in values (no header
+/// injection), none of the headers the core writes itself.
+fn check_headers(headers: &[(String, String)], owned: &[&str]) -> Result<(), CommandError> {
+    for (name, value) in headers {
+        if !message::is_token(name) {
+            return Err(CommandError::InvalidArgument("header name is not a token"));
+        }
+        if has_crlf(value) {
+            return Err(CommandError::InvalidArgument(
+                "header value contains CR or LF",
+            ));
+        }
+        let long = message::expand_compact(name);
+        if owned.iter().any(|o| o.eq_ignore_ascii_case(long)) {
+            return Err(CommandError::InvalidArgument(
+                "header is written by the core",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The status code of a `message/sipfrag` NOTIFY body (`SIP/2.0 180 Ringing`, RFC 3420).
+fn sipfrag_status(req: &Request) -> Option<u16> {
+    if req.content_type.as_deref() != Some("message/sipfrag") {
+        return None;
+    }
+    let text = std::str::from_utf8(&req.body).ok()?;
+    let line = text.trim_start().lines().next()?;
+    let rest = line.strip_prefix("SIP/2.0 ")?;
+    let code = rest.get(..3)?;
+    let after = rest.get(3..)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) || !(after.is_empty() || after.starts_with(' ')) {
+        return None;
+    }
+    code.parse().ok().filter(|c| (100..=699).contains(c))
+}
+
 /// The caller's number or user: P-Asserted-Identity first (set by a trusted proxy), else From.
 fn caller_of(req: &Request) -> String {
     let asserted = req
@@ -1294,3 +1981,5 @@ fn normalise_number(user: String) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_uac;

@@ -31,6 +31,27 @@ impl TimerConfig {
         self.t1.saturating_mul(64)
     }
 
+    /// Timer B: how long an INVITE client transaction waits for any response (64·T1).
+    pub fn timer_b(&self) -> Duration {
+        self.t1x64()
+    }
+
+    /// Timer D: how long a completed INVITE client transaction absorbs retransmitted non-2xx
+    /// finals (re-sending the ACK): at least 32 s on UDP, zero on a reliable transport.
+    pub fn timer_d(&self, reliable: bool) -> Duration {
+        if reliable {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(32).max(self.t1x64())
+        }
+    }
+
+    /// Timer M (RFC 6026): how long an accepted INVITE client transaction keeps matching 2xx
+    /// retransmissions so that each one is acknowledged again.
+    pub fn timer_m(&self) -> Duration {
+        self.t1x64()
+    }
+
     /// Timer H: how long a server INVITE transaction waits for an ACK to a non-2xx final response.
     pub fn timer_h(&self) -> Duration {
         self.t1x64()
@@ -51,9 +72,10 @@ impl TimerConfig {
         self.t1x64()
     }
 
-    /// Timer K: how long a completed non-INVITE client transaction absorbs response retransmissions.
-    pub fn timer_k(&self) -> Duration {
-        self.t4
+    /// Timer K: how long a completed non-INVITE client transaction absorbs response
+    /// retransmissions: T4 on UDP, zero on a reliable transport.
+    pub fn timer_k(&self, reliable: bool) -> Duration {
+        if reliable { Duration::ZERO } else { self.t4 }
     }
 
     /// Timer L (RFC 6026): how long an accepted INVITE server transaction absorbs INVITE retransmissions.
@@ -84,6 +106,13 @@ impl Backoff {
     /// Moves to the next retransmission after one was sent at `now`.
     pub fn advance(&mut self, now: Instant, timers: &TimerConfig) {
         self.interval = (self.interval.saturating_mul(2)).min(timers.t2);
+        self.next = now + self.interval;
+    }
+
+    /// Moves to the next retransmission with no T2 cap (timer A of the INVITE client transaction
+    /// doubles until timer B fires, §17.1.1.2).
+    pub fn double(&mut self, now: Instant) {
+        self.interval = self.interval.saturating_mul(2);
         self.next = now + self.interval;
     }
 
