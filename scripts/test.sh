@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/build-examples.sh  # Rust, C, JavaScript and Python IVRs into target/examples (tests/languages.rs)
 export CARGO_TERM_COLOR=never
 echo "[test] cargo fmt --check"
 cargo fmt --all -- --check
