@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// The SQLite database: do-not-call list and call records (default: wasm-ivr.db).
     #[arg(long, env = "WASM_IVR_STORE")]
     pub store: Option<PathBuf>,
+    /// SIP requests per second allowed per source address; 0 turns the limit off (default 500).
+    #[arg(long, env = "WASM_IVR_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
     /// Engine flags.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -633,6 +636,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         ),
         call_traces,
         transfer: file.transfer.clone(),
+        guard: {
+            let mut guard = file.sip.guard().map_err(anyhow::Error::msg)?;
+            if let Some(rate) = args.rate_limit {
+                guard.rate_limit = rate;
+            }
+            guard
+        },
     };
     let store_path = args
         .store

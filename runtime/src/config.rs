@@ -9,6 +9,10 @@
 //! max_calls = 1000
 //! # media_address = "192.0.2.10"    # RTP bind + SDP address; default: the first listener's
 //! # answer_delay_ms = 0              # ring (180) this long before answering
+//! # allow = ["127.0.0.0/8", "::1/128"]  # source ACL; unset lets every source in
+//! acl_action = "reject"              # outsiders get 403, or "drop" for silence
+//! rate_limit = 500                   # requests per second per source (0: off); a trunk is one source
+//! ban_s = 60                         # a source over the rate is ignored this long
 //!
 //! [ivrs]
 //! dir = "ivrs"                       # NAME.json, NAME.wasm (+ NAME.toml), routes.toml
@@ -171,6 +175,34 @@ pub struct SipSection {
     pub media_address: Option<IpAddr>,
     /// Ring before answering, ms.
     pub answer_delay_ms: Option<u64>,
+    /// Source ACL (CIDR blocks); unset allows every source.
+    pub allow: Option<Vec<String>>,
+    /// `reject` (403) or `drop`.
+    pub acl_action: Option<crate::server::guard::AclAction>,
+    /// Requests per second per source address; 0 turns the limit off.
+    pub rate_limit: Option<u32>,
+    /// Seconds a source over the rate limit is ignored.
+    pub ban_s: Option<u64>,
+}
+
+impl SipSection {
+    /// The guard these settings describe.
+    pub fn guard(&self) -> Result<crate::server::guard::GuardConfig, String> {
+        let defaults = crate::server::guard::GuardConfig::default();
+        Ok(crate::server::guard::GuardConfig {
+            allow: self
+                .allow
+                .iter()
+                .flatten()
+                .map(|c| c.parse())
+                .collect::<Result<_, _>>()?,
+            acl_action: self.acl_action.unwrap_or(defaults.acl_action),
+            rate_limit: self.rate_limit.unwrap_or(defaults.rate_limit),
+            ban: self
+                .ban_s
+                .map_or(defaults.ban, std::time::Duration::from_secs),
+        })
+    }
 }
 
 /// `[ivrs]`

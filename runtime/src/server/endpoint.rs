@@ -5,6 +5,7 @@
 //! events start calls or reach the call they belong to.
 
 use super::call::{self, CallSetup, media_codec, sends};
+use super::guard::{Guard, Verdict};
 use super::media::{MediaDigit, MediaSession};
 use super::tcp::TcpHub;
 use super::{CallEvent, Shared, SipCommand};
@@ -71,6 +72,7 @@ pub(crate) struct Endpoint {
     calls: HashMap<CallHandle, CallLink>,
     commands_tx: mpsc::UnboundedSender<SipCommand>,
     commands_rx: mpsc::UnboundedReceiver<SipCommand>,
+    guard: Guard,
     shared: Arc<Shared>,
 }
 
@@ -91,6 +93,7 @@ impl Endpoint {
             calls: HashMap::new(),
             commands_tx,
             commands_rx,
+            guard: Guard::new(shared.config.guard.clone()),
             shared,
         }
     }
@@ -105,7 +108,12 @@ impl Endpoint {
             tokio::select! {
                 received = self.net.recv(&mut buf) => match received {
                     Some((len, from)) => {
-                        self.core.handle_input(Input::Datagram { now: Instant::now(), from, data: &buf[..len] });
+                        let now = Instant::now();
+                        match self.guard.check(from.ip(), now) {
+                            Verdict::Pass => self.core.handle_input(Input::Datagram { now, from, data: &buf[..len] }),
+                            Verdict::Forbid => self.core.refuse(from, &buf[..len], 403, "Forbidden"),
+                            Verdict::Drop => {}
+                        }
                     }
                     None => return,
                 },

@@ -10,6 +10,7 @@
 
 mod call;
 mod endpoint;
+pub mod guard;
 pub mod media;
 mod tcp;
 
@@ -114,6 +115,8 @@ pub struct ServerConfig {
     pub call_traces: Option<PathBuf>,
     /// Transfer settings.
     pub transfer: crate::config::TransferSection,
+    /// Source ACL and rate limit.
+    pub guard: guard::GuardConfig,
 }
 
 /// What every task of the server shares.

@@ -1039,6 +1039,24 @@ impl SipCore {
         }
     }
 
+    /// Answers a request with `status` without keeping any state (an ACL refusal): nothing is
+    /// remembered, so a flood of refused requests costs no memory. ACKs and responses are
+    /// dropped.
+    pub fn refuse(&mut self, from: SocketAddr, data: &[u8], status: u16, reason: &str) {
+        if data.len() > self.config.max_message_size {
+            return;
+        }
+        let headers = match message::parse(data) {
+            Ok(Message::Request(r)) if r.method != Method::Ack => r.headers,
+            _ => return,
+        };
+        let tag = self.ids.tag();
+        let bytes = ResponseBuilder::new(&headers, from, status, reason)
+            .local_tag(Some(&tag))
+            .build();
+        self.transmit(from, bytes);
+    }
+
     fn on_oversized(&mut self, from: SocketAddr, data: &[u8]) {
         let headers = match message::parse(data) {
             Ok(Message::Request(r)) if r.method != Method::Ack => r.headers,
