@@ -96,8 +96,11 @@ ensure_node_modules() {
   local dir=$ROOT/examples/js-menu
   if [ ! -x "$dir/node_modules/.bin/componentize-qjs" ] ||
      [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    log "npm ci in examples/js-menu"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    # `npm install` from the lock file, not `npm ci`: componentize-qjs 0.4.5 lists optional
+    # native bindings that were never published (linux-arm64-musl, win32-*), so the lock file
+    # cannot contain them and npm 11's `ci` refuses it as out of sync.
+    log "npm install (from package-lock.json) in examples/js-menu"
+    (cd "$dir" && npm install --no-save --no-audit --no-fund --loglevel=error)
   fi
 }
 
