@@ -1,1 +1,1398 @@
-//! Transfers, do-not-call, call records and protection against the network, with SIPp (being written).
+//! Transfers, do-not-call, call records and protection against the network, with SIPp.
+//!
+//! Each test starts its own `wasm-ivr serve` (a `wasm-ivr.toml` written for it, its own SQLite
+//! store) on a temporary copy of the seed example or of `tests/fixtures/calls/transfers`, places
+//! calls with SIPp (scenarios rendered from `tests/sipp/uac_call.xml`; the caller takes the
+//! runtime's REFER with `fragments/await_refer.xml` and reports the transfer with
+//! `fragments/notify_refer.xml`), and checks SIPp's message log, the call trace and the call
+//! record read back with `wasm-ivr calls --json`.
+//!
+//! The network tests send raw datagrams from sockets bound on loopback (127.0.0.1 and other
+//! 127.0.0.0/8 addresses): the RFC 4475 torture messages of
+//! `/work/shared/sip-torture/loopback-rfc4475` (every address rewritten to 127.0.0.1), floods,
+//! oversize messages. Nothing is ever sent anywhere but loopback.
+//!
+//! Like `tests/sip_calls.rs`, every test takes `sipp::serial()` first and is bounded in time.
+
+mod common;
+
+use common::sipp::{self, CallDir, SEED_DID, Server, ServerOptions, Sipp, SippRun, Step};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The transfer fixture's number (`tests/fixtures/calls/transfers/routes.toml`).
+const DESK_DID: &str = "+15005550150";
+/// A numeric caller, so the do-not-call list gets a phone number.
+const CALLER: &str = "+14155550100";
+/// Where the torture messages are.
+const TORTURE: &str = "/work/shared/sip-torture/loopback-rfc4475";
+
+// ---------------------------------------------------------------------------------------------
+// Set-up
+// ---------------------------------------------------------------------------------------------
+
+/// One test's server: folder, settings, store and the transfer targets it was configured with.
+struct Setup {
+    dir: CallDir,
+    store: PathBuf,
+    config: PathBuf,
+    /// `[transfer] default` = `sip:agent@127.0.0.1:AGENT`.
+    agent: String,
+    /// `[transfer] outbound_proxy` = `127.0.0.1:PROXY`.
+    proxy: String,
+    /// `[transfer.internal] "200"`.
+    extension_200: String,
+}
+
+impl Setup {
+    /// `dir` with a `wasm-ivr.toml` holding the transfer settings and `sip` (more `[sip]` lines).
+    /// The targets are free ports nobody listens on: in REFER mode the runtime never contacts
+    /// them, the caller would.
+    fn new(dir: CallDir, sip: &str) -> Setup {
+        let agent_port = sipp::free_ports(1);
+        let proxy_port = sipp::free_ports(1);
+        let pbx_port = sipp::free_ports(1);
+        let agent = format!("sip:agent@127.0.0.1:{agent_port}");
+        let proxy = format!("127.0.0.1:{proxy_port}");
+        let extension_200 = format!("sip:200@127.0.0.1:{pbx_port}");
+        let store = dir.logs.join("wasm-ivr.db");
+        let config = dir.logs.join("wasm-ivr.toml");
+        let text = format!(
+            "[sip]\n{sip}\n\n[store]\npath = \"{}\"\n\n[transfer]\nmode = \"refer\"\n\
+             default = \"{agent}\"\nexternal_prefix = \"9\"\noutbound_proxy = \"{proxy}\"\n\
+             timeout_s = 10\n\n[transfer.internal]\n\"200\" = \"{extension_200}\"\n",
+            store.display()
+        );
+        std::fs::write(&config, text).expect("write wasm-ivr.toml");
+        Setup {
+            dir,
+            store,
+            config,
+            agent,
+            proxy,
+            extension_200,
+        }
+    }
+
+    fn options(&self) -> ServerOptions {
+        ServerOptions {
+            config: Some(self.config.clone()),
+            // The store comes from the file ([store] path); the flag is left out on purpose.
+            ..ServerOptions::default()
+        }
+    }
+
+    fn start(&self) -> Server {
+        Server::start(&self.dir, &self.options())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI: call records and the do-not-call list
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `wasm-ivr ARGS` to the end (killed after 30 s); returns (exit code, stdout, stderr).
+fn wasm_ivr(args: &[&str]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(common::bin())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("run wasm-ivr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll wasm-ivr") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status,
+        std::fs::read_to_string(out_path).unwrap_or_default(),
+        std::fs::read_to_string(err_path).unwrap_or_default(),
+    )
+}
+
+/// `wasm-ivr calls --store STORE --json --limit 1000`.
+fn call_records(store: &Path) -> Vec<Value> {
+    let store = store.to_str().expect("UTF-8 path");
+    let (code, out, err) = wasm_ivr(&["calls", "--store", store, "--json", "--limit", "1000"]);
+    assert_eq!(code, Some(0), "wasm-ivr calls failed: {err}");
+    serde_json::from_str::<Value>(&out)
+        .unwrap_or_else(|e| panic!("wasm-ivr calls --json printed no JSON ({e}): {out}"))
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("wasm-ivr calls --json printed no array: {out}"))
+}
+
+/// Waits (bounded) for the call record of `call_id` (written when the call task ends).
+fn call_record(store: &Path, call_id: &str, server: &Server) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let records = call_records(store);
+        if let Some(r) = records.iter().find(|r| r["call_id"] == call_id) {
+            return r.clone();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no call record for {call_id} within 15 s; records: {}\n{}",
+                serde_json::to_string_pretty(&records).unwrap_or_default(),
+                server.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The strings of a JSON array field.
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().unwrap_or("<not a string>").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks the fields every record of an answered call has.
+fn assert_record(
+    record: &Value,
+    caller: &str,
+    did: &str,
+    ivr: &str,
+    path: &[&str],
+    digits: &[&str],
+    outcome: &str,
+) {
+    let pretty = serde_json::to_string_pretty(record).unwrap_or_default();
+    assert_eq!(record["caller"], caller, "caller\n{pretty}");
+    assert_eq!(record["did"], did, "did\n{pretty}");
+    assert_eq!(record["ivr"], ivr, "ivr\n{pretty}");
+    assert!(
+        record["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "version\n{pretty}"
+    );
+    assert_eq!(strings(&record["path"]), path, "path\n{pretty}");
+    assert_eq!(strings(&record["digits"]), digits, "digits\n{pretty}");
+    assert_eq!(record["outcome"], outcome, "outcome\n{pretty}");
+    let started = record["started_at_ms"].as_i64().expect("started_at_ms");
+    let answered = record["answered_at_ms"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("an answered call has answered_at_ms\n{pretty}"));
+    let ended = record["ended_at_ms"].as_i64().expect("ended_at_ms");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    assert!(
+        now - 600_000 < started && started <= answered && answered <= ended && ended <= now,
+        "timestamps out of order (started {started}, answered {answered}, ended {ended}, now {now})\n{pretty}"
+    );
+}
+
+/// `wasm-ivr dnc --store STORE list [--csv]`.
+fn dnc_list(store: &Path, csv: bool) -> String {
+    let store = store.to_str().expect("UTF-8 path");
+    let mut args = vec!["dnc", "--store", store, "list"];
+    if csv {
+        args.push("--csv");
+    }
+    let (code, out, err) = wasm_ivr(&args);
+    assert_eq!(code, Some(0), "wasm-ivr dnc list failed: {err}");
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls
+// ---------------------------------------------------------------------------------------------
+
+/// Digits as SIP INFO, a pause before each (barge-in cuts the prompt short).
+fn keys(keys: &str) -> Vec<Step> {
+    keys.chars()
+        .flat_map(|k| [Step::Pause(700), Step::Info(k)])
+        .collect()
+}
+
+/// The caller accepts the REFER, reports the destination answering, and takes the BYE.
+fn accept_transfer() -> Vec<Step> {
+    vec![
+        Step::AwaitRefer {
+            status: 202,
+            ms: 10_000,
+        },
+        Step::Notify {
+            sipfrag: "SIP/2.0 100 Trying".into(),
+            terminated: false,
+        },
+        Step::Notify {
+            sipfrag: "SIP/2.0 200 OK".into(),
+            terminated: true,
+        },
+        Step::AwaitBye(10_000),
+    ]
+}
+
+fn steps(parts: &[Vec<Step>]) -> Vec<Step> {
+    parts.concat()
+}
+
+/// Runs one SIPp call to success (or panics with both sides' logs).
+fn call_ok(setup: &Setup, server: &Server, name: &str, did: &str, steps: &[Step]) -> SippRun {
+    let run = Sipp::call(&setup.dir, name, did, steps)
+        .caller(CALLER)
+        .timeout(45)
+        .run(server);
+    run.assert_success(server);
+    run
+}
+
+/// The one REFER the caller got.
+fn the_refer(run: &SippRun) -> common::sipp::LoggedMessage {
+    let refers = run.requests("REFER");
+    assert_eq!(refers.len(), 1, "one REFER\n{}", run.report());
+    refers.into_iter().next().expect("one")
+}
+
+fn assert_notifies_answered(run: &SippRun, count: usize) {
+    let answered: Vec<_> = run
+        .logged()
+        .into_iter()
+        .filter(|m| m.received && m.start_line().starts_with("SIP/2.0 "))
+        .filter(|m| m.header("CSeq").is_some_and(|c| c.ends_with(" NOTIFY")))
+        .collect();
+    assert_eq!(
+        answered.len(),
+        count,
+        "every NOTIFY answered once\n{}",
+        run.report()
+    );
+    for m in answered {
+        assert!(
+            m.start_line().starts_with("SIP/2.0 200"),
+            "NOTIFY answered {}\n{}",
+            m.start_line(),
+            run.report()
+        );
+    }
+}
+
+/// 1. The seed tree, `1 1 1`: REFER to the default agent with the path and digits, the caller
+///    reports 200, the runtime leaves with BYE; the record says transfer.
+#[test]
+fn seed_one_one_one_is_referred_to_the_default_agent() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::seed(), "");
+    let server = setup.start();
+    let run = call_ok(
+        &setup,
+        &server,
+        "seed-refer",
+        SEED_DID,
+        &steps(&[keys("111"), accept_transfer()]),
+    );
+    let refer = the_refer(&run);
+    assert_eq!(
+        refer.header("Refer-To"),
+        Some(format!("<{}>", setup.agent).as_str()),
+        "Refer-To is the default agent\n{}",
+        refer.text
+    );
+    assert_eq!(
+        refer.header("X-IVR-Path"),
+        Some("welcome,has_license,service_area,transfer_ai"),
+        "{}",
+        refer.text
+    );
+    assert_eq!(
+        refer.header("X-IVR-Digits"),
+        Some("1,1,1"),
+        "{}",
+        refer.text
+    );
+    assert!(
+        refer.header("Referred-By").is_some(),
+        "Referred-By\n{}",
+        refer.text
+    );
+    assert_eq!(
+        refer.header("Call-ID"),
+        Some(run.call_id.as_str()),
+        "the REFER is in the caller's dialog\n{}",
+        refer.text
+    );
+    assert!(
+        refer.start_line().starts_with("REFER sip:sipp@127.0.0.1:"),
+        "the REFER goes to the caller's Contact: {}",
+        refer.start_line()
+    );
+    assert_notifies_answered(&run, 2);
+    assert_eq!(run.requests("BYE").len(), 1, "one BYE\n{}", run.report());
+
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.path(),
+        ["welcome", "has_license", "service_area", "transfer_ai"],
+        "{}",
+        trace.pretty()
+    );
+    assert_eq!(trace.outcome(), "transfer", "{}", trace.pretty());
+    let transfers = trace.events("transfer");
+    assert_eq!(transfers.len(), 1, "{}", trace.pretty());
+    assert_eq!(transfers[0]["result"], "ok", "{}", trace.pretty());
+
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        SEED_DID,
+        "plumber-qualifier",
+        &["welcome", "has_license", "service_area", "transfer_ai"],
+        &["1", "1", "1"],
+        "transfer",
+    );
+    assert!(
+        record["destination"].as_str().is_some(),
+        "a transfer's record says where it went: {record}"
+    );
+}
+
+/// 2a. The destination is busy: 202, then NOTIFY `486 Busy Here` → the tree's failed_node.
+#[test]
+fn busy_notify_takes_the_failed_node() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::fixture("transfers"), "");
+    let server = setup.start();
+    let run = call_ok(
+        &setup,
+        &server,
+        "refer-busy",
+        DESK_DID,
+        &steps(&[
+            keys("1"),
+            vec![
+                Step::AwaitRefer {
+                    status: 202,
+                    ms: 10_000,
+                },
+                Step::Notify {
+                    sipfrag: "SIP/2.0 100 Trying".into(),
+                    terminated: false,
+                },
+                Step::Notify {
+                    sipfrag: "SIP/2.0 486 Busy Here".into(),
+                    terminated: true,
+                },
+                // sorry: not_qualified.wav (4.2 s), then BYE
+                Step::AwaitBye(15_000),
+            ],
+        ]),
+    );
+    let refer = the_refer(&run);
+    assert_eq!(
+        refer.header("Refer-To"),
+        Some(format!("<{}>", setup.agent).as_str()),
+        "{}",
+        refer.text
+    );
+    assert_eq!(
+        refer.header("X-IVR-campaign"),
+        Some("spring"),
+        "the node's context travels as X-IVR-<key>\n{}",
+        refer.text
+    );
+    assert_eq!(refer.header("X-IVR-Path"), Some("menu,to_default"));
+    assert_eq!(refer.header("X-IVR-Digits"), Some("1"));
+    assert_notifies_answered(&run, 2);
+    assert_eq!(run.requests("BYE").len(), 1, "one BYE\n{}", run.report());
+
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.path(),
+        ["menu", "to_default", "sorry"],
+        "{}",
+        trace.pretty()
+    );
+    assert_eq!(trace.outcome(), "hangup", "{}", trace.pretty());
+    let transfers = trace.events("transfer");
+    assert_eq!(transfers.len(), 1, "{}", trace.pretty());
+    assert!(
+        transfers[0]["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("busy")),
+        "the transfer failed busy: {}",
+        trace.pretty()
+    );
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "to_default", "sorry"],
+        &["1"],
+        "hangup",
+    );
+}
+
+/// 2b. The caller refuses the REFER with 403 → rejected(403) → failed_node.
+#[test]
+fn refer_refused_403_takes_the_failed_node() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::fixture("transfers"), "");
+    let server = setup.start();
+    let run = call_ok(
+        &setup,
+        &server,
+        "refer-403",
+        DESK_DID,
+        &steps(&[
+            keys("1"),
+            vec![
+                Step::AwaitRefer {
+                    status: 403,
+                    ms: 10_000,
+                },
+                Step::AwaitBye(15_000),
+            ],
+        ]),
+    );
+    the_refer(&run);
+    assert_eq!(run.requests("BYE").len(), 1, "one BYE\n{}", run.report());
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.path(),
+        ["menu", "to_default", "sorry"],
+        "{}",
+        trace.pretty()
+    );
+    assert_eq!(trace.outcome(), "hangup", "{}", trace.pretty());
+    let transfers = trace.events("transfer");
+    assert!(
+        transfers.len() == 1
+            && transfers[0]["result"]
+                .as_str()
+                .is_some_and(|r| r.contains("rejected") && r.contains("403")),
+        "the transfer failed rejected(403): {}",
+        trace.pretty()
+    );
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "to_default", "sorry"],
+        &["1"],
+        "hangup",
+    );
+}
+
+/// 3. An extension that is not configured: unreachable at once, no REFER, failed_node.
+#[test]
+fn unconfigured_extension_is_unreachable_without_a_refer() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::fixture("transfers"), "");
+    let server = setup.start();
+    // Any REFER would be an unexpected message while SIPp waits for the BYE: the run fails.
+    let run = call_ok(
+        &setup,
+        &server,
+        "refer-unreachable",
+        DESK_DID,
+        &steps(&[keys("4"), vec![Step::AwaitBye(15_000)]]),
+    );
+    assert!(
+        run.requests("REFER").is_empty(),
+        "no REFER\n{}",
+        run.report()
+    );
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.path(),
+        ["menu", "to_missing", "sorry"],
+        "{}",
+        trace.pretty()
+    );
+    let transfers = trace.events("transfer");
+    assert!(
+        transfers.len() == 1
+            && transfers[0]["result"]
+                .as_str()
+                .is_some_and(|r| r.contains("unreachable")),
+        "the transfer failed unreachable: {}",
+        trace.pretty()
+    );
+    // Immediately: the failed_node's prompt starts within a second of the key.
+    let key_at = trace.step_at_ms("to_missing").expect("to_missing step");
+    let sorry_at = trace.step_at_ms("sorry").expect("sorry step");
+    assert!(
+        sorry_at - key_at < 1000,
+        "unreachable took {} ms\n{}",
+        sorry_at - key_at,
+        trace.pretty()
+    );
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "to_missing", "sorry"],
+        &["4"],
+        "hangup",
+    );
+}
+
+/// 4. An external number goes to `sip:9<digits>@<outbound proxy>`, extension 200 to its
+///    configured URI; both transfers complete.
+#[test]
+fn external_number_and_internal_extension_refer_to_their_uris() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::fixture("transfers"), "");
+    let server = setup.start();
+    let cases = [
+        (
+            '2',
+            "to_external",
+            format!("<sip:914155550123@{}>", setup.proxy),
+        ),
+        ('3', "to_internal", format!("<{}>", setup.extension_200)),
+    ];
+    for (key, node, refer_to) in cases {
+        let key_text = key.to_string();
+        let run = call_ok(
+            &setup,
+            &server,
+            &format!("refer-{node}"),
+            DESK_DID,
+            &steps(&[keys(&key_text), accept_transfer()]),
+        );
+        let refer = the_refer(&run);
+        assert_eq!(
+            refer.header("Refer-To"),
+            Some(refer_to.as_str()),
+            "key {key}\n{}",
+            refer.text
+        );
+        assert_eq!(
+            refer.header("X-IVR-Path"),
+            Some(format!("menu,{node}").as_str())
+        );
+        let trace = server.trace(&run.call_id);
+        assert_eq!(trace.outcome(), "transfer", "{}", trace.pretty());
+        let record = call_record(&setup.store, &run.call_id, &server);
+        assert_record(
+            &record,
+            CALLER,
+            DESK_DID,
+            "transfer-desk",
+            &["menu", node],
+            &[key_text.as_str()],
+            "transfer",
+        );
+    }
+}
+
+/// 5. `9` on the seed: the caller is on the do-not-call list before the BYE, still after the
+///    server is killed with SIGKILL and restarted; the CSV export has it; the records say
+///    suppress.
+#[test]
+fn suppress_lists_the_caller_durably() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::seed(), "");
+    let server = setup.start();
+    let run = call_ok(
+        &setup,
+        &server,
+        "suppress",
+        SEED_DID,
+        &steps(&[keys("9"), vec![Step::AwaitBye(10_000)]]),
+    );
+    assert_eq!(run.requests("BYE").len(), 1, "one BYE\n{}", run.report());
+    // Listed while the server still runs, right after the BYE.
+    let listed = dnc_list(&setup.store, false);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("{CALLER} ")) && l.contains("ivr:plumber-qualifier")),
+        "the caller is listed: {listed:?}\n{}",
+        server.log()
+    );
+    let trace = server.trace(&run.call_id);
+    assert_eq!(trace.path(), ["welcome", "dnc"], "{}", trace.pretty());
+    assert_eq!(trace.outcome(), "suppress", "{}", trace.pretty());
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        SEED_DID,
+        "plumber-qualifier",
+        &["welcome", "dnc"],
+        &["9"],
+        "suppress",
+    );
+
+    // SIGKILL: no shutdown path runs.
+    let pid = server.pid();
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    drop(server);
+    let listed = dnc_list(&setup.store, false);
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with(CALLER)).count(),
+        1,
+        "still listed once after SIGKILL: {listed:?}"
+    );
+    let csv = dnc_list(&setup.store, true);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("number,added_at_ms,source"), "{csv:?}");
+    let row: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    assert!(
+        row.len() == 3
+            && row[0] == CALLER
+            && row[1].parse::<i64>().is_ok()
+            && row[2] == "ivr:plumber-qualifier",
+        "CSV row: {csv:?}"
+    );
+
+    // Restarted on the same store: the caller calls again and opts out again.
+    let server = setup.start();
+    let again = call_ok(
+        &setup,
+        &server,
+        "suppress-again",
+        SEED_DID,
+        &steps(&[keys("9"), vec![Step::AwaitBye(10_000)]]),
+    );
+    let record = call_record(&setup.store, &again.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        SEED_DID,
+        "plumber-qualifier",
+        &["welcome", "dnc"],
+        &["9"],
+        "suppress",
+    );
+    let listed = dnc_list(&setup.store, false);
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with(CALLER)).count(),
+        1,
+        "listed once: {listed:?}"
+    );
+    // Both calls are on record.
+    let records = call_records(&setup.store);
+    for id in [&run.call_id, &again.call_id] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["call_id"] == id.as_str() && r["outcome"] == "suppress"),
+            "record of {id}: {records:?}"
+        );
+    }
+}
+
+/// The do-not-call CLI as the issue writes it: `wasm-ivr dnc list --store FILE [--csv]`.
+#[test]
+fn dnc_list_takes_the_store_after_the_action() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("dnc.db");
+    let store = store.to_str().expect("UTF-8");
+    let (code, out, err) = wasm_ivr(&["dnc", "--store", store, "add", "+1 (415) 555-0100"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = wasm_ivr(&["dnc", "list", "--store", store, "--csv"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "`wasm-ivr dnc list --store FILE --csv` failed: {err}"
+    );
+    assert!(out.contains("+14155550100,"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw SIP over loopback
+// ---------------------------------------------------------------------------------------------
+
+/// A UDP socket on `ip` (any port) with a short read timeout.
+fn udp_from(ip: &str) -> UdpSocket {
+    let socket = UdpSocket::bind((ip, 0)).expect("bind a loopback UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("read timeout");
+    socket
+}
+
+/// Every datagram `socket` receives during `window`.
+fn collect(socket: &UdpSocket, window: Duration) -> Vec<String> {
+    let deadline = Instant::now() + window;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    out
+}
+
+/// The status code of a response.
+fn status_of(message: &str) -> Option<u16> {
+    message.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// The first header `name` of a message.
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
+
+/// An out-of-dialog OPTIONS from `socket` to the server.
+fn options_request(socket: &UdpSocket, server_port: u16, n: u32) -> String {
+    let local = socket.local_addr().expect("local addr");
+    format!(
+        "OPTIONS sip:{SEED_DID}@127.0.0.1:{server_port} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-opt-{n}-{}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@{}>;tag=probe{n}\r\n\
+         To: <sip:{SEED_DID}@127.0.0.1:{server_port}>\r\n\
+         Call-ID: options-{n}-{}@{}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        local.port(),
+        local.ip(),
+        local.port(),
+        local.ip()
+    )
+}
+
+/// An INVITE (PCMU offer, media on `rtp_port` of the socket's address) to `did`, with extra
+/// header lines.
+fn invite_request(
+    socket: &UdpSocket,
+    server_port: u16,
+    did: &str,
+    call_id: &str,
+    branch: &str,
+    rtp_port: u16,
+    extra: &str,
+) -> String {
+    let local = socket.local_addr().expect("local addr");
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ip = local.ip()
+    );
+    format!(
+        "INVITE sip:{did}@127.0.0.1:{server_port} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{CALLER}@{ip}>;tag=raw-{branch}\r\n\
+         To: <sip:{did}@127.0.0.1:{server_port}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:{CALLER}@{local}>\r\n\
+         {extra}\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        ip = local.ip()
+    )
+}
+
+/// The ACK for a non-2xx final response to [`invite_request`] (same branch, the response's
+/// To tag), so the server stops retransmitting it.
+fn ack_for(
+    socket: &UdpSocket,
+    server_port: u16,
+    did: &str,
+    call_id: &str,
+    branch: &str,
+    response: &str,
+) -> String {
+    let local = socket.local_addr().expect("local addr");
+    format!(
+        "ACK sip:{did}@127.0.0.1:{server_port} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{CALLER}@{ip}>;tag=raw-{branch}\r\n\
+         To: {to}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n",
+        ip = local.ip(),
+        to = header(response, "To").unwrap_or_default()
+    )
+}
+
+fn server_addr(server: &Server) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], server.sip_port))
+}
+
+/// OPTIONS from a raw socket on `ip`: the statuses received within `window`.
+fn probe(ip: &str, server: &Server, n: u32, window: Duration) -> Vec<u16> {
+    let socket = udp_from(ip);
+    socket
+        .send_to(
+            options_request(&socket, server.sip_port, n).as_bytes(),
+            server_addr(server),
+        )
+        .expect("send OPTIONS");
+    collect(&socket, window)
+        .iter()
+        .filter_map(|m| status_of(m))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. RFC 4475 torture over UDP (and mcl01 over TCP)
+// ---------------------------------------------------------------------------------------------
+
+/// What a torture message must get (the tables of `/work/shared/sip-torture/README.md`).
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    /// Valid: parsed and handled; some response that is not 400 or a 5xx parse/version error.
+    Valid,
+    /// One of these statuses.
+    Status(&'static [u16]),
+    /// One of these statuses, or handled like a valid message.
+    StatusOrHandled(&'static [u16]),
+    /// No response at all.
+    Drop,
+}
+
+fn torture_verdict(name: &str) -> Option<Verdict> {
+    use Verdict::*;
+    Some(match name {
+        "wsinv" | "intmeth" | "esc01" | "escnull" | "esc02" | "lwsdisp" | "longreq" | "dblreq"
+        | "semiuri" | "transports" | "mpart01" | "unreason" | "noreason" => Valid,
+        "badinv01" | "clerr" | "ncl" | "scalar02" | "quotbal" | "mismatch01" | "insuf"
+        | "multi01" | "mcl01" => Status(&[400]),
+        "scalarlg" | "bigcode" => Drop,
+        "ltgtruri" | "lwsruri" | "lwsstart" | "trws" | "escruri" => StatusOrHandled(&[400]),
+        "baddate" | "regbadct" | "badaspec" | "baddn" => StatusOrHandled(&[400]),
+        "badvers" => Status(&[505]),
+        "mismatch02" => Status(&[501, 400]),
+        "badbranch" => StatusOrHandled(&[400]),
+        "unkscm" => Status(&[416]),
+        "novelsc" => Status(&[416, 404]),
+        "unksm2" | "inv2543" | "regaut01" => Valid,
+        "bext01" => Status(&[420]),
+        "invut" => Status(&[415]),
+        "zeromf" => StatusOrHandled(&[483]),
+        "cparam01" | "cparam02" | "regescrt" => Status(&[405, 501]),
+        "sdp01" => Status(&[406, 400]),
+        // Its broadcast Via is gone in the loopback copy: checked in-process only.
+        "bcast" => return None,
+        _ => panic!("{name}: no verdict in the README's tables"),
+    })
+}
+
+/// Whether a final status means the message was handled rather than refused as malformed.
+fn handled(status: u16) -> bool {
+    status != 400 && !matches!(status, 505 | 513)
+}
+
+fn check_verdict(name: &str, verdict: Verdict, statuses: &[u16]) -> Result<(), String> {
+    let finals: Vec<u16> = statuses.iter().copied().filter(|s| *s >= 200).collect();
+    let ok = match verdict {
+        Verdict::Valid => !finals.is_empty() && finals.iter().all(|s| handled(*s)),
+        Verdict::Status(allowed) => {
+            !finals.is_empty() && finals.iter().all(|s| allowed.contains(s))
+        }
+        Verdict::StatusOrHandled(allowed) => {
+            !finals.is_empty() && finals.iter().all(|s| allowed.contains(s) || handled(*s))
+        }
+        Verdict::Drop => statuses.is_empty(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name}: expected {verdict:?}, got {statuses:?}"))
+    }
+}
+
+#[test]
+fn rfc4475_torture_over_udp_and_tcp() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::seed(), "");
+    let mut server = Server::start(
+        &setup.dir,
+        &ServerOptions {
+            tcp: true,
+            ..setup.options()
+        },
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(TORTURE)
+        .expect("the loopback torture messages")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "dat"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 40, "torture files: {files:?}");
+    let mut failures = Vec::new();
+    let mut table = String::new();
+    for file in &files {
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("file name")
+            .to_owned();
+        let Some(verdict) = torture_verdict(&name) else {
+            continue;
+        };
+        let data = std::fs::read(file).expect("read torture file");
+        let socket = udp_from("127.0.0.1");
+        socket
+            .send_to(&data, server_addr(&server))
+            .unwrap_or_else(|e| panic!("send {name}: {e}"));
+        let replies = collect(&socket, Duration::from_millis(300));
+        let statuses: Vec<u16> = replies.iter().filter_map(|m| status_of(m)).collect();
+        table.push_str(&format!("{name}: {statuses:?}\n"));
+        if replies.len() != statuses.len() {
+            failures.push(format!(
+                "{name}: a reply that is not a response: {replies:?}"
+            ));
+        }
+        if let Err(e) = check_verdict(&name, verdict, &statuses) {
+            failures.push(e);
+        }
+        server.assert_running();
+    }
+    eprintln!("torture responses:\n{table}");
+
+    // mcl01 on a TCP connection: the framing cannot be trusted, so the connection is closed.
+    let tcp_port = server
+        .tcp_port
+        .expect("the ready line names the TCP listener");
+    let mut stream = TcpStream::connect(("127.0.0.1", tcp_port)).expect("connect over TCP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream
+        .write_all(&std::fs::read(Path::new(TORTURE).join("mcl01.dat")).expect("mcl01"))
+        .expect("send mcl01 over TCP");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false, // timed out: still open
+        }
+    };
+    if !closed {
+        failures.push(format!(
+            "mcl01 over TCP: the connection is still open after 5 s (received {:?})",
+            String::from_utf8_lossy(&got)
+        ));
+    }
+
+    server.assert_running();
+    sipp::assert_options_answered(&setup.dir, &server);
+    assert!(
+        failures.is_empty(),
+        "torture verdicts:\n{}\nall responses:\n{table}\n{}",
+        failures.join("\n"),
+        server.log()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Protection
+// ---------------------------------------------------------------------------------------------
+
+/// A source outside `[sip] allow` gets 403 (`reject`, INVITE and OPTIONS alike) or nothing
+/// (`drop`); an allowed source is served either way.
+#[test]
+fn acl_rejects_or_drops_outsiders() {
+    let _serial = sipp::serial();
+    for action in ["reject", "drop"] {
+        let setup = Setup::new(
+            CallDir::seed(),
+            &format!("allow = [\"127.0.0.2/32\"]\nacl_action = \"{action}\""),
+        );
+        let mut server = setup.start();
+        let options = probe("127.0.0.1", &server, 1, Duration::from_millis(700));
+        let socket = udp_from("127.0.0.1");
+        let call_id = format!("acl-{action}@127.0.0.1");
+        socket
+            .send_to(
+                invite_request(
+                    &socket,
+                    server.sip_port,
+                    SEED_DID,
+                    &call_id,
+                    "z9hG4bK-acl-1",
+                    sipp::free_ports(2),
+                    "",
+                )
+                .as_bytes(),
+                server_addr(&server),
+            )
+            .expect("send INVITE");
+        let invite_replies = collect(&socket, Duration::from_millis(700));
+        let invite: Vec<u16> = invite_replies.iter().filter_map(|m| status_of(m)).collect();
+        match action {
+            "reject" => {
+                assert_eq!(options, [403], "OPTIONS from outside\n{}", server.log());
+                assert_eq!(
+                    invite,
+                    [403],
+                    "INVITE from outside, answered once (stateless, no retransmission): {invite_replies:?}\n{}",
+                    server.log()
+                );
+            }
+            _ => {
+                assert!(options.is_empty(), "dropped: {options:?}");
+                assert!(invite.is_empty(), "dropped: {invite:?}");
+            }
+        }
+        // The allowed source: OPTIONS 200 and a whole call.
+        assert_eq!(
+            probe("127.0.0.2", &server, 2, Duration::from_millis(500)),
+            [200],
+            "allowed source\n{}",
+            server.log()
+        );
+        let run = Sipp::call(
+            &setup.dir,
+            &format!("acl-{action}-allowed"),
+            SEED_DID,
+            &steps(&[keys("12"), vec![Step::AwaitBye(15_000)]]),
+        )
+        .from_ip("127.0.0.2")
+        .timeout(40)
+        .run(&server);
+        run.assert_success(&server);
+        let record = call_record(&setup.store, &run.call_id, &server);
+        assert_record(
+            &record,
+            "sipp",
+            SEED_DID,
+            "plumber-qualifier",
+            &["welcome", "has_license", "unqualified"],
+            &["1", "2"],
+            "hangup",
+        );
+        // The refused INVITE left no call behind.
+        assert!(
+            call_records(&setup.store)
+                .iter()
+                .all(|r| r["call_id"] != call_id.as_str()),
+            "a refused INVITE has no call record"
+        );
+        server.assert_running();
+    }
+}
+
+/// 2,000 OPTIONS from 127.0.0.1 as fast as a loop sends them: past the burst the source is
+/// banned (no more answers, still banned after the flood), while a caller on 127.0.0.2
+/// completes a whole call during the flood.
+#[test]
+fn a_flood_is_banned_while_another_source_calls() {
+    let _serial = sipp::serial();
+    const RATE: u32 = 50;
+    let setup = Setup::new(CallDir::seed(), &format!("rate_limit = {RATE}\nban_s = 30"));
+    let mut server = setup.start();
+
+    let legit = Sipp::call(
+        &setup.dir,
+        "flood-legit",
+        SEED_DID,
+        &steps(&[keys("12"), vec![Step::AwaitBye(15_000)]]),
+    )
+    .from_ip("127.0.0.2")
+    .timeout(40)
+    .spawn(&server);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The flood: 2,000 OPTIONS over about 2 s, answers counted as they come.
+    let socket = udp_from("127.0.0.1");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut answered = 0usize;
+    let mut last_answer: Option<Duration> = None;
+    let mut buf = vec![0u8; 4096];
+    for n in 0..2000u32 {
+        socket
+            .send_to(
+                options_request(&socket, server.sip_port, n).as_bytes(),
+                server_addr(&server),
+            )
+            .expect("send OPTIONS");
+        while let Ok((len, _)) = socket.recv_from(&mut buf) {
+            if status_of(&String::from_utf8_lossy(&buf[..len])) == Some(200) {
+                answered += 1;
+                last_answer = Some(started.elapsed());
+            }
+        }
+        if n % 2 == 1 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the flood loop is bounded"
+        );
+    }
+    for m in collect(&socket, Duration::from_millis(300)) {
+        if status_of(&m) == Some(200) {
+            answered += 1;
+            last_answer = Some(started.elapsed());
+        }
+    }
+    let flood_time = started.elapsed();
+    let run = legit.wait();
+    eprintln!(
+        "flood: 2000 OPTIONS in {flood_time:?}, {answered} answered, last answer at {last_answer:?}"
+    );
+    // The burst (2 × rate) and at most a second's refill before the ban; nothing like 2,000.
+    assert!(
+        answered >= RATE as usize && answered <= 3 * RATE as usize + 10,
+        "{answered} of 2000 flood requests answered (rate {RATE}/s)\n{}",
+        server.log()
+    );
+    assert!(
+        last_answer.is_some_and(|t| t < Duration::from_millis(1500)),
+        "answers stopped early in the flood: last at {last_answer:?}"
+    );
+    // Still banned after the flood; the other source is not.
+    assert!(
+        probe("127.0.0.1", &server, 9_001, Duration::from_millis(500)).is_empty(),
+        "the flooder is banned"
+    );
+    assert_eq!(
+        probe("127.0.0.2", &server, 9_002, Duration::from_millis(500)),
+        [200]
+    );
+    assert!(
+        std::fs::read_to_string(&server.log_path)
+            .unwrap_or_default()
+            .contains("source banned"),
+        "the ban is logged\n{}",
+        server.log()
+    );
+    run.assert_success(&server);
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        "sipp",
+        SEED_DID,
+        "plumber-qualifier",
+        &["welcome", "has_license", "unqualified"],
+        &["1", "2"],
+        "hangup",
+    );
+    server.assert_running();
+}
+
+/// `--max-calls 1`: an INVITE while a call is up gets 503 with Retry-After; the call up is not
+/// disturbed, and once it ends a new call gets in.
+#[test]
+fn max_calls_turns_the_next_call_away_with_retry_after() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::seed(), "");
+    let mut server = Server::start(
+        &setup.dir,
+        &ServerOptions {
+            max_calls: Some(1),
+            ..setup.options()
+        },
+    );
+    let first = Sipp::call(
+        &setup.dir,
+        "max-calls-first",
+        SEED_DID,
+        &[Step::Pause(4000), Step::Bye],
+    )
+    .caller(CALLER)
+    .timeout(30)
+    .spawn(&server);
+    // Wait for the first call's trace-less "call answered" log line (bounded).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&server.log_path)
+        .unwrap_or_default()
+        .contains("call answered")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first call was not answered\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let socket = udp_from("127.0.0.1");
+    let (call_id, branch) = ("max-calls-second@127.0.0.1", "z9hG4bK-max-2");
+    socket
+        .send_to(
+            invite_request(
+                &socket,
+                server.sip_port,
+                SEED_DID,
+                call_id,
+                branch,
+                sipp::free_ports(2),
+                "",
+            )
+            .as_bytes(),
+            server_addr(&server),
+        )
+        .expect("send INVITE");
+    let replies = collect(&socket, Duration::from_millis(600));
+    let last = replies
+        .iter()
+        .rfind(|m| status_of(m).is_some_and(|s| s >= 200))
+        .unwrap_or_else(|| panic!("no final response: {replies:?}\n{}", server.log()))
+        .clone();
+    socket
+        .send_to(
+            ack_for(&socket, server.sip_port, SEED_DID, call_id, branch, &last).as_bytes(),
+            server_addr(&server),
+        )
+        .expect("send ACK");
+    assert_eq!(status_of(&last), Some(503), "{last}\n{}", server.log());
+    assert!(
+        header(&last, "Retry-After").is_some_and(|v| v.parse::<u32>().is_ok_and(|s| s > 0)),
+        "503 with Retry-After: {last}"
+    );
+    // The ACK stops the 503's retransmissions.
+    std::thread::sleep(Duration::from_millis(200));
+    let after_ack = collect(&socket, Duration::from_millis(1200));
+    assert!(
+        after_ack.is_empty(),
+        "retransmissions after the ACK: {after_ack:?}"
+    );
+
+    let run = first.wait();
+    run.assert_success(&server);
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        SEED_DID,
+        "plumber-qualifier",
+        &["welcome"],
+        &[],
+        "caller-hangup",
+    );
+    // The slot is free again.
+    let next = Sipp::call(
+        &setup.dir,
+        "max-calls-next",
+        SEED_DID,
+        &[Step::Pause(500), Step::Bye],
+    )
+    .timeout(20)
+    .run(&server);
+    next.assert_success(&server);
+    server.assert_running();
+}
+
+/// Oversize messages: a 70 KB INVITE cannot be one UDP datagram (the kernel refuses it) and
+/// over TCP gets 513 or a closed connection; the largest possible datagram (65,507 bytes) is
+/// answered or dropped. The server lives and answers OPTIONS.
+#[test]
+fn oversize_invites_do_not_hurt() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::seed(), "");
+    let mut server = Server::start(
+        &setup.dir,
+        &ServerOptions {
+            tcp: true,
+            ..setup.options()
+        },
+    );
+    let socket = udp_from("127.0.0.1");
+    let padded = |size: usize, call_id: &str, branch: &str| {
+        // An unknown number: nothing is answered even if the message gets through.
+        let base = invite_request(
+            &socket,
+            server.sip_port,
+            "+19999999999",
+            call_id,
+            branch,
+            40_000,
+            "X-Padding: \r\n",
+        );
+        let pad = size.saturating_sub(base.len());
+        base.replacen("X-Padding: ", &format!("X-Padding: {}", "a".repeat(pad)), 1)
+    };
+    let big = padded(70_000, "oversize-udp@127.0.0.1", "z9hG4bK-big-1");
+    assert!(big.len() >= 70_000);
+    let refused = socket.send_to(big.as_bytes(), server_addr(&server));
+    assert!(
+        refused.is_err(),
+        "a 70 KB UDP datagram cannot be sent on IPv4"
+    );
+
+    let max = padded(65_507, "max-udp@127.0.0.1", "z9hG4bK-big-2");
+    assert_eq!(max.len(), 65_507);
+    socket
+        .send_to(max.as_bytes(), server_addr(&server))
+        .expect("send a 65,507-byte datagram");
+    let replies = collect(&socket, Duration::from_millis(700));
+    let statuses: Vec<u16> = replies.iter().filter_map(|m| status_of(m)).collect();
+    eprintln!("65,507-byte INVITE over UDP: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| matches!(s, 100 | 404 | 513)),
+        "{statuses:?}\n{}",
+        server.log()
+    );
+    server.assert_running();
+
+    let tcp_port = server.tcp_port.expect("TCP listener");
+    let mut stream = TcpStream::connect(("127.0.0.1", tcp_port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let big_tcp = big.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    // The server may close while we still write: that is an answer too.
+    let _ = stream.write_all(big_tcp.as_bytes());
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.starts_with("SIP/2.0 513") || (text.is_empty() && closed),
+        "70 KB INVITE over TCP: got {text:?}, closed {closed}\n{}",
+        server.log()
+    );
+    server.assert_running();
+    sipp::assert_options_answered(&setup.dir, &server);
+    assert!(call_records(&setup.store).is_empty(), "no call came of it");
+}

@@ -183,6 +183,13 @@ pub struct ServerOptions {
     pub answer_delay_ms: Option<u32>,
     /// `--max-calls`.
     pub max_calls: Option<u32>,
+    /// `--config`: a `wasm-ivr.toml`.
+    pub config: Option<PathBuf>,
+    /// `--store`: the SQLite database. Without it the server uses `wasm-ivr.db` in its working
+    /// directory, which is the test's logs folder.
+    pub store: Option<PathBuf>,
+    /// Also listen on TCP (`tcp:127.0.0.1:0`); its port is [`Server::tcp_port`].
+    pub tcp: bool,
 }
 
 impl Default for ServerOptions {
@@ -191,6 +198,9 @@ impl Default for ServerOptions {
             rtp_ports: 20,
             answer_delay_ms: None,
             max_calls: None,
+            config: None,
+            store: None,
+            tcp: false,
         }
     }
 }
@@ -200,6 +210,8 @@ pub struct Server {
     child: Child,
     /// The SIP port it printed in its ready line.
     pub sip_port: u16,
+    /// The TCP listener's port (with [`ServerOptions::tcp`]).
+    pub tcp_port: Option<u16>,
     /// The `--rtp-ports` range.
     pub rtp: (u16, u16),
     /// `--call-traces`.
@@ -213,14 +225,28 @@ impl Server {
     pub fn start(dir: &CallDir, options: &ServerOptions) -> Server {
         let lo = free_ports(options.rtp_ports);
         let hi = lo + options.rtp_ports - 1;
-        let log_path = dir.logs.join("server.log");
+        // A restarted server in the same folder gets its own log.
+        let log_path = (1..)
+            .map(|n| match n {
+                1 => dir.logs.join("server.log"),
+                n => dir.logs.join(format!("server-{n}.log")),
+            })
+            .find(|p| !p.exists())
+            .expect("a free log name");
         let log = std::fs::File::create(&log_path).expect("server log");
         let mut command = Command::new(super::bin());
         command
             .arg("serve")
             .arg("--dir")
             .arg(&dir.ivrs)
-            .args(["--sip-listen", "udp:127.0.0.1:0"])
+            .args([
+                "--sip-listen",
+                if options.tcp {
+                    "udp:127.0.0.1:0,tcp:127.0.0.1:0"
+                } else {
+                    "udp:127.0.0.1:0"
+                },
+            ])
             .arg("--rtp-ports")
             .arg(format!("{lo}-{hi}"))
             .arg("--call-traces")
@@ -231,6 +257,12 @@ impl Server {
         if let Some(n) = options.max_calls {
             command.arg("--max-calls").arg(n.to_string());
         }
+        if let Some(config) = &options.config {
+            command.arg("--config").arg(config);
+        }
+        if let Some(store) = &options.store {
+            command.arg("--store").arg(store);
+        }
         command
             .env(
                 "WASM_IVR_CACHE_DIR",
@@ -240,6 +272,7 @@ impl Server {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,wasm_ivr=debug".to_owned()),
             )
+            .current_dir(&dir.logs)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -258,6 +291,7 @@ impl Server {
         let mut server = Server {
             child,
             sip_port: 0,
+            tcp_port: None,
             rtp: (lo, hi),
             traces: dir.traces.clone(),
             log_path,
@@ -268,6 +302,7 @@ impl Server {
                 Ok(line) => {
                     if let Some(port) = parse_ready(&line) {
                         server.sip_port = port;
+                        server.tcp_port = parse_ready_tcp(&line);
                         let expected = format!("rtp={lo}-{hi}");
                         assert!(
                             line.contains(&expected),
@@ -345,7 +380,17 @@ impl Drop for Server {
 
 fn parse_ready(line: &str) -> Option<u16> {
     let rest = line.strip_prefix("ready sip=udp:127.0.0.1:")?;
-    rest.split_whitespace().next()?.parse().ok()
+    rest.split([' ', ',']).next()?.parse().ok()
+}
+
+/// The port of the `tcp:127.0.0.1:PORT` listener in a ready line.
+fn parse_ready_tcp(line: &str) -> Option<u16> {
+    let listeners = line.strip_prefix("ready sip=")?.split(' ').next()?;
+    listeners
+        .split(',')
+        .find_map(|l| l.strip_prefix("tcp:127.0.0.1:"))?
+        .parse()
+        .ok()
 }
 
 fn tail_chars(text: &str, n: usize) -> &str {
@@ -507,6 +552,41 @@ pub enum Step {
     Bye,
     /// Waits up to this many ms for the IVR's BYE and answers 200; the call fails without it.
     AwaitBye(u32),
+    /// Waits up to `ms` for the runtime's REFER (a blind transfer) and answers it `status`
+    /// (202 accepts it; 4xx-6xx refuse it).
+    AwaitRefer {
+        /// The REFER's final response.
+        status: u16,
+        /// How long to wait for the REFER.
+        ms: u32,
+    },
+    /// A NOTIFY of the REFER's implicit subscription (`Event: refer`, a `message/sipfrag` body
+    /// such as `SIP/2.0 200 OK`); waits for its 200.
+    Notify {
+        /// The sipfrag's status line.
+        sipfrag: String,
+        /// `Subscription-State: terminated` (the last NOTIFY) instead of `active`.
+        terminated: bool,
+    },
+}
+
+/// The reason phrase SIPp's responses carry for `status`.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        _ => "Whatever",
+    }
 }
 
 fn sipp_dir() -> PathBuf {
@@ -592,6 +672,35 @@ pub fn render_steps(steps: &[Step]) -> String {
             Step::AwaitBye(ms) => {
                 out.push_str(&fragment("await_bye.xml", &[("MS", ms.to_string())]));
             }
+            Step::AwaitRefer { status, ms } => {
+                out.push_str(&fragment(
+                    "await_refer.xml",
+                    &[
+                        ("MS", ms.to_string()),
+                        ("STATUS", status.to_string()),
+                        ("REASON", reason_phrase(*status).to_owned()),
+                    ],
+                ));
+            }
+            Step::Notify {
+                sipfrag,
+                terminated,
+            } => {
+                cseq += 1;
+                let state = if *terminated {
+                    "terminated;reason=noresource"
+                } else {
+                    "active;expires=60"
+                };
+                out.push_str(&fragment(
+                    "notify_refer.xml",
+                    &[
+                        ("CSEQ", cseq.to_string()),
+                        ("STATE", state.to_owned()),
+                        ("SIPFRAG", sipfrag.clone()),
+                    ],
+                ));
+            }
         }
     }
     out
@@ -613,6 +722,8 @@ pub struct Sipp {
     pub call_id: String,
     /// Global timeout (`-timeout`, failing with `-timeout_error`), in seconds.
     pub timeout_s: u32,
+    /// `-i` and `-mi`: the loopback address SIPp sends from (127.0.0.1 unless changed).
+    pub local_ip: String,
     label: String,
     logs: PathBuf,
 }
@@ -712,6 +823,7 @@ impl Sipp {
             control_port,
             call_id: format!("{label}-1@127.0.0.1"),
             timeout_s: 60,
+            local_ip: "127.0.0.1".to_owned(),
             label,
             logs: dir.logs.clone(),
         }
@@ -734,6 +846,32 @@ impl Sipp {
         self
     }
 
+    /// Sends from another loopback address (`-i`/`-mi`; all of 127.0.0.0/8 is loopback on
+    /// Linux), e.g. a caller that is not the source a test floods from.
+    pub fn from_ip(mut self, ip: &str) -> Sipp {
+        assert!(
+            ip.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_loopback()),
+            "{ip} is not a loopback address"
+        );
+        self.local_ip = ip.to_owned();
+        self.call_id = self.call_id.replace("@127.0.0.1", &format!("@{ip}"));
+        self
+    }
+
+    /// Makes the caller's From user `user` (e.g. `+14155550100`) instead of `sipp`, in every
+    /// request of the rendered scenario.
+    pub fn caller(self, user: &str) -> Sipp {
+        let xml = std::fs::read_to_string(&self.scenario).expect("read rendered scenario");
+        assert!(
+            self.scenario.starts_with(&self.logs),
+            "only rendered scenarios can change their caller"
+        );
+        let xml = xml.replace("From: sipp <sip:sipp@", &format!("From: <sip:{user}@"));
+        std::fs::write(&self.scenario, xml).expect("write rendered scenario");
+        self
+    }
+
     fn log(&self, what: &str) -> PathBuf {
         self.logs.join(format!("{}.{what}", self.label))
     }
@@ -747,7 +885,7 @@ impl Sipp {
             .arg("-sf")
             .arg(&self.scenario)
             .args(["-s", &self.did])
-            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-i", &self.local_ip, "-mi", &self.local_ip])
             .args(["-p", &self.sip_port.to_string()])
             .args(["-mp", &self.media_port.to_string()])
             .args(["-cp", &self.control_port.to_string()])
