@@ -30,7 +30,7 @@
 //! path = "wasm-ivr.db"               # SQLite: do-not-call list, call records
 //!
 //! [transfer]
-//! mode = "refer"                     # blind transfer with REFER (the caller's side connects)
+//! mode = "refer"                     # "refer": blind REFER; "bridge": we call and relay media
 //! # default = "sip:agent@127.0.0.1:5085"   # the "default" destination (the seed's AI agent)
 //! # external_prefix = "9"            # dialled before external numbers
 //! # outbound_proxy = "127.0.0.1:5070"      # host for external numbers
@@ -101,6 +101,9 @@ pub enum TransferMode {
     /// A blind transfer: REFER the caller to the destination and follow its NOTIFYs.
     #[default]
     Refer,
+    /// The runtime calls the destination itself and relays audio and DTMF between the two legs
+    /// until either hangs up; it stays in the path (and in the call record).
+    Bridge,
 }
 
 impl TransferSection {
@@ -142,6 +145,40 @@ impl TransferSection {
                 "IVR '{name}' is entered by the engine, not transferred to"
             )),
         }
+    }
+
+    /// Where to send an outbound INVITE for `uri` (bridge mode): the outbound proxy for
+    /// external numbers or hosts that are not IP addresses, else the URI's own host and port.
+    pub fn next_hop(
+        &self,
+        to: &crate::engine::wit::Destination,
+        uri: &str,
+    ) -> Result<std::net::SocketAddr, String> {
+        let proxy = || -> Result<std::net::SocketAddr, String> {
+            let proxy = self
+                .outbound_proxy
+                .as_deref()
+                .ok_or("no outbound_proxy is configured")?;
+            proxy
+                .parse()
+                .map_err(|e| format!("outbound_proxy '{proxy}': {e}"))
+        };
+        if matches!(to, crate::engine::wit::Destination::External(_)) {
+            return proxy();
+        }
+        let rest = uri.split_once(':').map_or(uri, |(_, r)| r);
+        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let host_port = host_port.split([';', '?', '>']).next().unwrap_or(host_port);
+        if let Ok(addr) = host_port.parse::<std::net::SocketAddr>() {
+            return Ok(addr);
+        }
+        if let Ok(ip) = host_port
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+        {
+            return Ok(std::net::SocketAddr::new(ip, 5060));
+        }
+        proxy().map_err(|e| format!("cannot reach '{host_port}' without DNS: {e}"))
     }
 
     /// How long to wait for a transfer's outcome.

@@ -35,17 +35,11 @@ struct Walk<'t> {
     tree: &'t LoweredTree,
     /// Timeouts and invalid entries in a row; reset by a valid key.
     misses: u32,
-    /// Every key entry so far, for the transfer context.
-    digits: Vec<String>,
 }
 
 impl<'t> Walk<'t> {
     fn new(tree: &'t LoweredTree) -> Self {
-        Walk {
-            tree,
-            misses: 0,
-            digits: Vec::new(),
-        }
+        Walk { tree, misses: 0 }
     }
 
     fn node(&self, name: &str) -> Result<&'t LoweredNode, CallError> {
@@ -88,7 +82,6 @@ impl<'t> Walk<'t> {
                     match entry.as_ref().and_then(|d| keys.get(d)) {
                         Some(target) => {
                             self.misses = 0;
-                            self.digits.extend(entry);
                             target.clone()
                         }
                         None => {
@@ -144,9 +137,11 @@ impl<'t> Walk<'t> {
                     if !prompts.is_empty() {
                         ivr::play(&prompts_of(prompts))?;
                     }
-                    let digits = self.digits.join(",");
-                    let mut pairs: Vec<(&str, &str)> = vec![("digits", digits.as_str())];
-                    pairs.extend(context.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    // The runtime adds the path and the keys pressed (X-IVR-Path, X-IVR-Digits).
+                    let pairs: Vec<(&str, &str)> = context
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
                     match ivr::transfer(&to_destination(to), &pairs) {
                         // A sub-menu returned the caller to us: carry on from the start.
                         Ok(()) if matches!(to, LoweredDestination::Ivr(_)) => {

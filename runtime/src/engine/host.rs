@@ -385,7 +385,12 @@ impl CallState {
         if depth + 1 >= MAX_IVR_DEPTH {
             return failure(format!("sub-menus nest deeper than {MAX_IVR_DEPTH}"));
         }
-        let Some(sub) = call.registry.get(name) else {
+        // Loading (even compiling, on first use in `simulate`) is the runtime's work, not the
+        // guest's: it does not count against the call's CPU budget.
+        call.cpu.pause();
+        let found = call.registry.get(name);
+        call.cpu.resume();
+        let Some(sub) = found else {
             return failure(format!("no IVR named '{name}' is loaded"));
         };
         let at = call.now();

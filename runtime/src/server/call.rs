@@ -8,6 +8,7 @@
 
 use super::media::{self, MediaDigit, MediaSession, Playing};
 use super::{CallEvent, Shared, SipCommand};
+use crate::config::TransferMode;
 use crate::engine::channel::CallChannel;
 use crate::engine::host::CallContext;
 use crate::engine::wit::{
@@ -176,6 +177,7 @@ pub(crate) async fn run(setup: CallSetup) {
         shared: shared.clone(),
         caller: caller.clone(),
         ivr_name: ivr.name.clone(),
+        telephone_event,
         ended: false,
     };
     let context = CallContext::new(
@@ -279,7 +281,204 @@ struct RtpCall {
     shared: Arc<Shared>,
     caller: String,
     ivr_name: String,
+    telephone_event: Option<u8>,
     ended: bool,
+}
+
+impl RtpCall {
+    /// Blind transfer: REFER the caller and follow the NOTIFYs.
+    async fn transfer_by_refer(
+        &mut self,
+        uri: String,
+        headers: Vec<(String, String)>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), CallError> {
+        tracing::info!(call = ?self.handle, %uri, "transferring (REFER)");
+        let _ = self
+            .commands
+            .send(SipCommand::Refer(self.handle, uri, headers));
+        let mut accepted = false;
+        loop {
+            let event = tokio::select! {
+                event = self.events.recv() => event,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(CallError::TransferFailed(TransferFailure::NoAnswer));
+                }
+                digit = self.digits.recv(), if self.digits_open => {
+                    match digit {
+                        Some(d) => self.keep_digit(d),
+                        None => self.digits_open = false,
+                    }
+                    continue;
+                }
+            };
+            match event {
+                Some(CallEvent::ReferResponse(status)) if (200..300).contains(&status) => {
+                    accepted = true
+                }
+                Some(CallEvent::ReferResponse(status)) => return Err(transfer_failure(status)),
+                Some(CallEvent::TransferProgress { status, done }) => {
+                    if (200..300).contains(&status) {
+                        // The caller is connected to the destination: we leave the call.
+                        self.ended = true;
+                        let _ = self.commands.send(SipCommand::Hangup(self.handle));
+                        return Ok(());
+                    }
+                    if status >= 300 {
+                        return Err(transfer_failure(status));
+                    }
+                    if done {
+                        return Err(CallError::TransferFailed(TransferFailure::NoAnswer));
+                    }
+                }
+                Some(CallEvent::Digit(d)) => self.keep_digit(d),
+                Some(CallEvent::Ended) | None => {
+                    self.ended = true;
+                    // A caller that accepted the REFER and then left went to the destination.
+                    return if accepted {
+                        Ok(())
+                    } else {
+                        Err(CallError::HungUp)
+                    };
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Bridged transfer: call the destination ourselves, then relay audio and DTMF between the
+    /// two legs until either hangs up.
+    async fn transfer_by_bridge(
+        &mut self,
+        uri: String,
+        next_hop: std::net::SocketAddr,
+        headers: Vec<(String, String)>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), CallError> {
+        let unreachable =
+            |why: String| CallError::TransferFailed(TransferFailure::Unreachable(why));
+        let socket = self
+            .shared
+            .ports
+            .bind()
+            .map_err(|e| unreachable(e.to_string()))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| unreachable(e.to_string()))?;
+        let codec = self.session.codec();
+        let sdp_codec = match codec {
+            Codec::Pcmu => sdp::Codec::Pcmu,
+            Codec::Pcma => sdp::Codec::Pcma,
+        };
+        let agent = MediaSession::new(socket, codec, codec.payload_type(), None)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (events_tx, mut agent_events) = mpsc::unbounded_channel();
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let from_user = if self.caller.is_empty() {
+            "wasm-ivr".to_owned()
+        } else {
+            self.caller.clone()
+        };
+        let call = crate::sip::OutboundCall {
+            request_uri: uri.clone(),
+            to: format!("<{uri}>"),
+            from: format!("<sip:{from_user}@{}>", local.ip()),
+            destination: next_hop,
+            sdp_offer: sdp::offer_codec(local.ip(), local.port(), sdp_codec),
+            extra_headers: headers,
+        };
+        tracing::info!(call = ?self.handle, %uri, %next_hop, "transferring (bridge)");
+        let _ = self.commands.send(SipCommand::Invite {
+            call,
+            events: events_tx,
+            session: agent.clone(),
+            reply: reply_tx,
+        });
+        let leg = match reply_rx.await {
+            Ok(Ok(handle)) => handle,
+            Ok(Err(why)) => return Err(unreachable(why)),
+            Err(_) => return Err(unreachable("the SIP endpoint is gone".into())),
+        };
+        // Ringing: wait for the answer, a failure, the caller leaving, or the timeout.
+        let answer_sdp = loop {
+            tokio::select! {
+                event = agent_events.recv() => match event {
+                    Some(CallEvent::OutboundAnswered(sdp)) => break sdp,
+                    Some(CallEvent::OutboundFailed(status)) => return Err(transfer_failure(status)),
+                    Some(CallEvent::Ended) | None => {
+                        return Err(CallError::TransferFailed(TransferFailure::NoAnswer));
+                    }
+                    Some(_) => {}
+                },
+                event = self.events.recv() => match event {
+                    Some(CallEvent::Ended) | None => {
+                        self.ended = true;
+                        let _ = self.commands.send(SipCommand::Cancel(leg));
+                        return Err(CallError::HungUp);
+                    }
+                    Some(CallEvent::Digit(d)) => self.keep_digit(d),
+                    Some(_) => {}
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    let _ = self.commands.send(SipCommand::Cancel(leg));
+                    return Err(CallError::TransferFailed(TransferFailure::NoAnswer));
+                }
+            }
+        };
+        let negotiated = answer_sdp
+            .as_deref()
+            .ok_or_else(|| "no SDP in the answer".to_owned())
+            .and_then(|body| sdp::parse(body).map_err(|e| e.to_string()))
+            .and_then(|d| sdp::answer(&d, local.ip(), local.port()).map_err(|e| e.to_string()));
+        let negotiated = match negotiated {
+            Ok(n) => n,
+            Err(why) => {
+                let _ = self.commands.send(SipCommand::Hangup(leg));
+                return Err(unreachable(format!(
+                    "the destination's answer is unusable: {why}"
+                )));
+            }
+        };
+        agent.renegotiate(
+            negotiated.remote_rtp,
+            true,
+            media_codec(negotiated.codec),
+            negotiated.payload_type,
+        );
+        // Relay both ways; RFC 4733 events keep flowing with each leg's payload type.
+        self.session
+            .relay_to(&agent, self.telephone_event, negotiated.telephone_event);
+        agent.relay_to(
+            &self.session,
+            negotiated.telephone_event,
+            self.telephone_event,
+        );
+        let (sink, _) = mpsc::unbounded_channel();
+        let agent_receiver = tokio::spawn(media::receive(
+            agent.clone(),
+            negotiated.telephone_event,
+            sink,
+        ));
+        let bridged_at = Instant::now();
+        // Bridged: whoever hangs up first, the other leg gets a BYE.
+        loop {
+            tokio::select! {
+                event = agent_events.recv() => if matches!(event, Some(CallEvent::Ended) | None) {
+                    self.ended = true;
+                    let _ = self.commands.send(SipCommand::Hangup(self.handle));
+                    break;
+                },
+                event = self.events.recv() => if matches!(event, Some(CallEvent::Ended) | None) {
+                    self.ended = true;
+                    let _ = self.commands.send(SipCommand::Hangup(leg));
+                    break;
+                },
+            }
+        }
+        agent_receiver.abort();
+        tracing::info!(call = ?self.handle, bridged_s = bridged_at.elapsed().as_secs_f64(), "bridge ended");
+        Ok(())
+    }
 }
 
 /// The failure a SIP status means for the IVR.
@@ -338,11 +537,14 @@ impl RtpCall {
             let digit = tokio::select! {
                 event = self.events.recv() => match event {
                     Some(CallEvent::Digit(d)) => d,
+                    // Events for transfers and set-up are not input.
                     Some(
                         CallEvent::Acked { .. }
                         | CallEvent::Renegotiated
                         | CallEvent::ReferResponse(_)
-                        | CallEvent::TransferProgress { .. },
+                        | CallEvent::TransferProgress { .. }
+                        | CallEvent::OutboundAnswered(_)
+                        | CallEvent::OutboundFailed(_),
                     ) => continue,
                     Some(CallEvent::Ended) | None => {
                         self.ended = true;
@@ -518,55 +720,14 @@ impl CallChannel for RtpCall {
         let deadline = tokio::time::Instant::now() + settings.timeout();
         self.session.stop();
         let headers = context_headers(context);
-        tracing::info!(call = ?self.handle, %uri, "transferring (REFER)");
-        let _ = self
-            .commands
-            .send(SipCommand::Refer(self.handle, uri, headers));
-        let mut accepted = false;
-        loop {
-            let event = tokio::select! {
-                event = self.events.recv() => event,
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(CallError::TransferFailed(TransferFailure::NoAnswer));
-                }
-                digit = self.digits.recv(), if self.digits_open => {
-                    match digit {
-                        Some(d) => self.keep_digit(d),
-                        None => self.digits_open = false,
-                    }
-                    continue;
-                }
-            };
-            match event {
-                Some(CallEvent::ReferResponse(status)) if (200..300).contains(&status) => {
-                    accepted = true
-                }
-                Some(CallEvent::ReferResponse(status)) => return Err(transfer_failure(status)),
-                Some(CallEvent::TransferProgress { status, done }) => {
-                    if (200..300).contains(&status) {
-                        // The caller is connected to the destination: we leave the call.
-                        self.ended = true;
-                        let _ = self.commands.send(SipCommand::Hangup(self.handle));
-                        return Ok(());
-                    }
-                    if status >= 300 {
-                        return Err(transfer_failure(status));
-                    }
-                    if done {
-                        return Err(CallError::TransferFailed(TransferFailure::NoAnswer));
-                    }
-                }
-                Some(CallEvent::Digit(d)) => self.keep_digit(d),
-                Some(CallEvent::Ended) | None => {
-                    self.ended = true;
-                    // A caller that accepted the REFER and then left went to the destination.
-                    return if accepted {
-                        Ok(())
-                    } else {
-                        Err(CallError::HungUp)
-                    };
-                }
-                Some(CallEvent::Acked { .. }) | Some(CallEvent::Renegotiated) => {}
+        match settings.mode.unwrap_or_default() {
+            TransferMode::Refer => self.transfer_by_refer(uri, headers, deadline).await,
+            TransferMode::Bridge => {
+                let next_hop = settings
+                    .next_hop(to, &uri)
+                    .map_err(|why| CallError::TransferFailed(TransferFailure::Unreachable(why)))?;
+                self.transfer_by_bridge(uri, next_hop, headers, deadline)
+                    .await
             }
         }
     }

@@ -142,6 +142,25 @@ impl Endpoint {
             SipCommand::Ring(call) => self.core.ring(call),
             SipCommand::Answer(call, body) => self.core.answer(now, call, body),
             SipCommand::Hangup(call) => self.core.hangup(now, call),
+            SipCommand::Invite {
+                call,
+                events,
+                session,
+                reply,
+            } => {
+                let placed = self.core.invite(now, call);
+                match &placed {
+                    Ok(handle) => {
+                        self.calls.insert(*handle, CallLink { events, session });
+                        let _ = reply.send(Ok(*handle));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+                placed.map(|_| ())
+            }
+            SipCommand::Cancel(call) => self.core.cancel(now, call),
             SipCommand::Refer(call, refer_to, headers) => {
                 let result = self.core.refer(now, call, &refer_to, &headers);
                 if result.is_err() {
@@ -194,14 +213,14 @@ impl Endpoint {
             Event::TransferProgress { call, status, done } => {
                 self.notify(call, CallEvent::TransferProgress { status, done })
             }
-            // This endpoint places no outbound calls yet (bridged transfers).
-            Event::OutboundProgress { call, .. }
-            | Event::OutboundAnswered { call, .. }
-            | Event::OutboundFailed { call, .. } => {
-                tracing::debug!(
-                    ?call,
-                    "event for an outbound call this endpoint did not place"
-                );
+            Event::OutboundProgress { call, status } => {
+                tracing::debug!(?call, status, "outbound leg progress");
+            }
+            Event::OutboundAnswered { call, sdp_answer } => {
+                self.notify(call, CallEvent::OutboundAnswered(sdp_answer))
+            }
+            Event::OutboundFailed { call, status } => {
+                self.notify(call, CallEvent::OutboundFailed(status))
             }
             Event::CallEnded { call, reason } => {
                 tracing::debug!(?call, ?reason, "dialog ended");

@@ -104,11 +104,19 @@ struct Outbound {
     started: bool,
 }
 
+/// Where a bridged leg's packets go: the other leg, with its telephone-event payload type.
+struct Relay {
+    to: Weak<MediaSession>,
+    event_from: Option<u8>,
+    event_to: Option<u8>,
+}
+
 /// One call's RTP endpoint.
 pub struct MediaSession {
     socket: UdpSocket,
     local: SocketAddr,
     out: Mutex<Outbound>,
+    relay: Mutex<Option<Relay>>,
     packets_sent: AtomicU64,
     send_errors: AtomicU64,
 }
@@ -138,6 +146,7 @@ impl MediaSession {
                 done: None,
                 started: false,
             }),
+            relay: Mutex::new(None),
             packets_sent: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
         }))
@@ -199,6 +208,49 @@ impl MediaSession {
             out.codec = codec;
             let _ = out.sender.set_payload_type(payload_type);
         }
+    }
+
+    /// The codec this session sends.
+    pub fn codec(&self) -> Codec {
+        self.out.lock().map(|o| o.codec).unwrap_or(Codec::Pcmu)
+    }
+
+    /// Bridges: from now on every RTP packet received here is sent on by `to` (to its remote
+    /// address), with telephone-event payload type `event_from` rewritten to `event_to`.
+    pub fn relay_to(&self, to: &Arc<MediaSession>, event_from: Option<u8>, event_to: Option<u8>) {
+        if let Ok(mut relay) = self.relay.lock() {
+            *relay = Some(Relay {
+                to: Arc::downgrade(to),
+                event_from,
+                event_to,
+            });
+        }
+    }
+
+    /// Relays a received packet if this session is bridged; false when it is not.
+    fn relay(&self, packet: &mut [u8]) -> bool {
+        let Ok(relay) = self.relay.lock() else {
+            return false;
+        };
+        let Some(relay) = relay.as_ref() else {
+            return false;
+        };
+        let Some(to) = relay.to.upgrade() else {
+            return true;
+        };
+        if let (Some(from), Some(into), Some(byte)) =
+            (relay.event_from, relay.event_to, packet.get_mut(1))
+            && *byte & 0x7f == from
+        {
+            *byte = (*byte & 0x80) | (into & 0x7f);
+        }
+        let remote = to.out.lock().ok().and_then(|o| o.remote);
+        if let Some(remote) = remote
+            && to.socket.try_send_to(packet, remote).is_ok()
+        {
+            to.packets_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        true
     }
 
     /// Symmetric RTP: once the caller's media arrives, answer to where it comes from (NAT).
@@ -366,11 +418,17 @@ pub async fn receive(
         let Ok((len, from)) = session.socket.recv_from(&mut buf).await else {
             return;
         };
-        let Ok(packet) = rtp.receive(&buf[..len]) else {
+        if rtp.receive(&buf[..len]).is_err() {
             continue; // not RTP: ignore, and do not latch onto its source
-        };
+        }
         let now = Instant::now();
         session.latch(from, now);
+        if session.relay(&mut buf[..len]) {
+            continue; // bridged: the other leg gets it, digits included
+        }
+        let Ok(packet) = rtp.receive(&buf[..len]) else {
+            continue;
+        };
         let mut found: Vec<(DigitSource, Digit)> = Vec::new();
         match packet.payload {
             RtpPayload::TelephoneEvent { payload } => {

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What a call task tells the SIP endpoint to do.
-#[derive(Debug)]
 pub(crate) enum SipCommand {
     /// Send 180 Ringing.
     Ring(crate::sip::CallHandle),
@@ -33,6 +32,19 @@ pub(crate) enum SipCommand {
     Hangup(crate::sip::CallHandle),
     /// Send REFER to this URI with these extra headers.
     Refer(crate::sip::CallHandle, String, Vec<(String, String)>),
+    /// Place an outbound call (a bridged transfer's second leg); its events go to `events`.
+    Invite {
+        /// The call to place.
+        call: crate::sip::OutboundCall,
+        /// Where the new leg's events go.
+        events: tokio::sync::mpsc::UnboundedSender<CallEvent>,
+        /// The new leg's media session.
+        session: std::sync::Arc<media::MediaSession>,
+        /// The new leg's handle, or why it could not be placed.
+        reply: tokio::sync::oneshot::Sender<Result<crate::sip::CallHandle, String>>,
+    },
+    /// Give up on an outbound call that is still ringing.
+    Cancel(crate::sip::CallHandle),
 }
 
 /// What the SIP endpoint tells a call task.
@@ -49,6 +61,10 @@ pub(crate) enum CallEvent {
     Renegotiated,
     /// The final response to our REFER.
     ReferResponse(u16),
+    /// An outbound leg was answered, with the callee's SDP.
+    OutboundAnswered(Option<Vec<u8>>),
+    /// An outbound leg failed with this status.
+    OutboundFailed(u16),
     /// A NOTIFY about the transfer: the status the transferee got, and whether it is final.
     TransferProgress {
         /// The sipfrag status.

@@ -548,6 +548,23 @@ mod tests {
 /// Payload type this runtime offers for telephone-event when it makes the offer.
 pub const OFFERED_TELEPHONE_EVENT: u8 = 101;
 
+/// Builds an offer of one codec (and telephone-event): for the leg a bridged transfer places,
+/// so the two legs share a codec and packets can be relayed untouched.
+pub fn offer_codec(local_ip: IpAddr, local_port: u16, codec: Codec) -> Vec<u8> {
+    let family = if local_ip.is_ipv6() { "IP6" } else { "IP4" };
+    let te = OFFERED_TELEPHONE_EVENT;
+    let (pt, name) = match codec {
+        Codec::Pcmu => (0, "PCMU"),
+        Codec::Pcma => (8, "PCMA"),
+    };
+    format!(
+        "v=0\r\no=wasm-ivr 1 1 IN {family} {local_ip}\r\ns=wasm-ivr\r\nc=IN {family} {local_ip}\r\n\
+         t=0 0\r\nm=audio {local_port} RTP/AVP {pt} {te}\r\na=rtpmap:{pt} {name}/8000\r\n\
+         a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+    .into_bytes()
+}
+
 /// Builds our offer, for an INVITE that arrived without one (the caller answers in its ACK):
 /// PCMU, PCMA and telephone-event on a local RTP endpoint.
 pub fn offer(local_ip: IpAddr, local_port: u16) -> Vec<u8> {
