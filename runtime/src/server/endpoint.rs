@@ -356,10 +356,4 @@ impl Endpoint {
             tracing::debug!("re-INVITE answer not applied: {e}");
         }
     }
-
-    /// Live calls on this endpoint.
-    #[allow(dead_code)]
-    pub(crate) fn call_count(&self) -> usize {
-        self.calls.len()
-    }
 }

@@ -227,16 +227,20 @@ impl MediaSession {
         }
     }
 
-    /// Relays a received packet if this session is bridged; false when it is not.
-    fn relay(&self, packet: &mut [u8]) -> bool {
+    fn is_relaying(&self) -> bool {
+        self.relay.lock().map(|r| r.is_some()).unwrap_or(false)
+    }
+
+    /// Sends a received packet on to the bridged leg.
+    fn relay(&self, packet: &mut [u8]) {
         let Ok(relay) = self.relay.lock() else {
-            return false;
+            return;
         };
         let Some(relay) = relay.as_ref() else {
-            return false;
+            return;
         };
         let Some(to) = relay.to.upgrade() else {
-            return true;
+            return;
         };
         if let (Some(from), Some(into), Some(byte)) =
             (relay.event_from, relay.event_to, packet.get_mut(1))
@@ -250,7 +254,6 @@ impl MediaSession {
         {
             to.packets_sent.fetch_add(1, Ordering::Relaxed);
         }
-        true
     }
 
     /// Symmetric RTP: once the caller's media arrives, answer to where it comes from (NAT).
@@ -391,6 +394,11 @@ impl Pacer {
     }
 }
 
+/// A cheap check for relaying: RTP version 2 and a whole fixed header.
+fn looks_like_rtp(packet: &[u8]) -> bool {
+    packet.len() >= 12 && packet[0] >> 6 == 2
+}
+
 /// A digit from the media side, with when it arrived.
 #[derive(Debug, Clone, Copy)]
 pub struct MediaDigit {
@@ -418,17 +426,19 @@ pub async fn receive(
         let Ok((len, from)) = session.socket.recv_from(&mut buf).await else {
             return;
         };
-        if rtp.receive(&buf[..len]).is_err() {
-            continue; // not RTP: ignore, and do not latch onto its source
-        }
         let now = Instant::now();
-        session.latch(from, now);
-        if session.relay(&mut buf[..len]) {
-            continue; // bridged: the other leg gets it, digits included
+        if session.is_relaying() {
+            // Bridged: the other leg gets every packet, digits included.
+            if looks_like_rtp(&buf[..len]) {
+                session.latch(from, now);
+                session.relay(&mut buf[..len]);
+            }
+            continue;
         }
         let Ok(packet) = rtp.receive(&buf[..len]) else {
-            continue;
+            continue; // not RTP: ignore, and do not latch onto its source
         };
+        session.latch(from, now);
         let mut found: Vec<(DigitSource, Digit)> = Vec::new();
         match packet.payload {
             RtpPayload::TelephoneEvent { payload } => {

@@ -72,12 +72,6 @@ impl TcpHub {
             None => tracing::debug!(%to, "no TCP connection to send on"),
         }
     }
-
-    /// Open connections.
-    #[allow(dead_code)]
-    pub(crate) fn connection_count(&self) -> usize {
-        self.connections.lock().map(|c| c.len()).unwrap_or(0)
-    }
 }
 
 async fn accept_loop(
