@@ -53,6 +53,11 @@ impl Setup {
     /// The targets are free ports nobody listens on: in REFER mode the runtime never contacts
     /// them, the caller would.
     fn new(dir: CallDir, sip: &str) -> Setup {
+        Setup::with_timeout(dir, sip, 10)
+    }
+
+    /// Like [`Setup::new`] with `[transfer] timeout_s`.
+    fn with_timeout(dir: CallDir, sip: &str, timeout_s: u64) -> Setup {
         let agent_port = sipp::free_ports(1);
         let proxy_port = sipp::free_ports(1);
         let pbx_port = sipp::free_ports(1);
@@ -64,7 +69,7 @@ impl Setup {
         let text = format!(
             "[sip]\n{sip}\n\n[store]\npath = \"{}\"\n\n[transfer]\nmode = \"refer\"\n\
              default = \"{agent}\"\nexternal_prefix = \"9\"\noutbound_proxy = \"{proxy}\"\n\
-             timeout_s = 10\n\n[transfer.internal]\n\"200\" = \"{extension_200}\"\n",
+             timeout_s = {timeout_s}\n\n[transfer.internal]\n\"200\" = \"{extension_200}\"\n",
             store.display()
         );
         std::fs::write(&config, text).expect("write wasm-ivr.toml");
@@ -559,6 +564,71 @@ fn unconfigured_extension_is_unreachable_without_a_refer() {
     );
 }
 
+/// 2c. The caller accepts the REFER and reports ringing, then nothing: after `timeout_s` the
+///     transfer is no-answer and the tree takes its failed_node.
+#[test]
+fn a_transfer_without_outcome_times_out_as_no_answer() {
+    let _serial = sipp::serial();
+    let setup = Setup::with_timeout(CallDir::fixture("transfers"), "", 2);
+    let server = setup.start();
+    let run = call_ok(
+        &setup,
+        &server,
+        "refer-timeout",
+        DESK_DID,
+        &steps(&[
+            keys("1"),
+            vec![
+                Step::AwaitRefer {
+                    status: 202,
+                    ms: 10_000,
+                },
+                Step::Notify {
+                    sipfrag: "SIP/2.0 180 Ringing".into(),
+                    terminated: false,
+                },
+                Step::AwaitBye(15_000),
+            ],
+        ]),
+    );
+    the_refer(&run);
+    assert_notifies_answered(&run, 1);
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.path(),
+        ["menu", "to_default", "sorry"],
+        "{}",
+        trace.pretty()
+    );
+    let transfers = trace.events("transfer");
+    assert!(
+        transfers.len() == 1
+            && transfers[0]["result"]
+                .as_str()
+                .is_some_and(|r| r.to_ascii_lowercase().contains("noanswer")
+                    || r.to_ascii_lowercase().contains("no-answer")),
+        "the transfer failed no-answer: {}",
+        trace.pretty()
+    );
+    let waited = trace.step_at_ms("sorry").expect("sorry")
+        - trace.step_at_ms("to_default").expect("to_default");
+    assert!(
+        (1_900..4_000).contains(&waited),
+        "timeout_s = 2, waited {waited} ms\n{}",
+        trace.pretty()
+    );
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "to_default", "sorry"],
+        &["1"],
+        "hangup",
+    );
+}
+
 /// 4. An external number goes to `sip:9<digits>@<outbound proxy>`, extension 200 to its
 ///    configured URI; both transfers complete.
 #[test]
@@ -709,6 +779,86 @@ fn suppress_lists_the_caller_durably() {
             "record of {id}: {records:?}"
         );
     }
+}
+
+/// A proxy-asserted caller (P-Asserted-Identity, with visual separators) wins over From and is
+/// listed normalised; the fixture's suppress plays its goodbye before the BYE.
+#[test]
+fn suppress_lists_the_asserted_identity_normalised() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::fixture("transfers"), "");
+    let server = setup.start();
+    let run = Sipp::call(
+        &setup.dir,
+        "suppress-pai",
+        DESK_DID,
+        &steps(&[keys("9"), vec![Step::AwaitBye(15_000)]]),
+    )
+    .caller("anonymous")
+    .invite_header("P-Asserted-Identity: <sip:+1-415-555-0199@127.0.0.1>")
+    .timeout(40)
+    .run(&server);
+    run.assert_success(&server);
+    let listed = dnc_list(&setup.store, true);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("+14155550199,") && l.ends_with(",ivr:transfer-desk")),
+        "{listed:?}\n{}",
+        server.log()
+    );
+    assert!(!listed.contains("anonymous"), "{listed:?}");
+    let trace = server.trace(&run.call_id);
+    assert_eq!(trace.path(), ["menu", "opt_out"], "{}", trace.pretty());
+    assert_eq!(trace.outcome(), "suppress", "{}", trace.pretty());
+    // The goodbye (wrong_area.wav, 4.6 s) played before the BYE.
+    assert!(
+        trace.0["duration_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 4_000),
+        "{}",
+        trace.pretty()
+    );
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        "+14155550199",
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "opt_out"],
+        &["9"],
+        "suppress",
+    );
+}
+
+/// A call cancelled while it rings has a record: cancelled, never answered.
+#[test]
+fn a_cancelled_call_is_recorded_as_cancelled() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::seed(), "");
+    let server = Server::start(
+        &setup.dir,
+        &ServerOptions {
+            answer_delay_ms: Some(3000),
+            ..setup.options()
+        },
+    );
+    let run = Sipp::file(&setup.dir, "uac_cancel.xml", SEED_DID)
+        .timeout(20)
+        .run(&server);
+    run.assert_success(&server);
+    let record = call_record(&setup.store, &run.call_id, &server);
+    let pretty = serde_json::to_string_pretty(&record).unwrap_or_default();
+    assert_eq!(record["outcome"], "cancelled", "{pretty}");
+    assert_eq!(record["caller"], "sipp", "{pretty}");
+    assert_eq!(record["did"], SEED_DID, "{pretty}");
+    assert_eq!(record["ivr"], "plumber-qualifier", "{pretty}");
+    assert!(record["answered_at_ms"].is_null(), "{pretty}");
+    assert!(strings(&record["path"]).is_empty(), "{pretty}");
+    assert!(
+        record["started_at_ms"].as_i64() <= record["ended_at_ms"].as_i64(),
+        "{pretty}"
+    );
 }
 
 /// The do-not-call CLI as the issue writes it: `wasm-ivr dnc list --store FILE [--csv]`.

@@ -846,6 +846,21 @@ impl Sipp {
         self
     }
 
+    /// Adds a header line to the scenario's first request (the INVITE), e.g.
+    /// `P-Asserted-Identity: <sip:+14155550199@127.0.0.1>`.
+    pub fn invite_header(self, line: &str) -> Sipp {
+        assert!(
+            self.scenario.starts_with(&self.logs),
+            "only rendered scenarios can change their INVITE"
+        );
+        let xml = std::fs::read_to_string(&self.scenario).expect("read rendered scenario");
+        let anchor = "      Max-Forwards: 70\n";
+        assert!(xml.contains(anchor), "no Max-Forwards line to add after");
+        let xml = xml.replacen(anchor, &format!("{anchor}      {line}\n"), 1);
+        std::fs::write(&self.scenario, xml).expect("write rendered scenario");
+        self
+    }
+
     /// Sends from another loopback address (`-i`/`-mi`; all of 127.0.0.0/8 is loopback on
     /// Linux), e.g. a caller that is not the source a test floods from.
     pub fn from_ip(mut self, ip: &str) -> Sipp {
