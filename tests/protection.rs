@@ -1312,6 +1312,165 @@ fn acl_rejects_or_drops_outsiders() {
     }
 }
 
+/// A TCP connection to `127.0.0.1:port` from the loopback address `ip` (bound before connecting,
+/// which `std` cannot do), as a blocking std stream with a read timeout.
+fn tcp_from(ip: &str, port: u16) -> std::io::Result<TcpStream> {
+    let local: SocketAddr = format!("{ip}:0").parse().expect("address");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(local)?;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            socket.connect(SocketAddr::from(([127, 0, 0, 1], port))),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("connect timed out"))?
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    Ok(stream)
+}
+
+/// What a TCP peer got back within its read timeout: the bytes, and whether the server
+/// closed the connection.
+fn tcp_read(stream: &mut TcpStream) -> (String, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.windows(4).any(|w| w == b"\r\n\r\n") || got == b"\r\n" {
+                    break false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// An OPTIONS over TCP from `stream`.
+fn tcp_options(stream: &TcpStream, server_port: u16, n: u32) -> String {
+    let local = stream.local_addr().expect("local addr");
+    format!(
+        "OPTIONS sip:{SEED_DID}@127.0.0.1:{server_port};transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {local};branch=z9hG4bK-tcp-{n}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@{ip}>;tag=tcp{n}\r\n\
+         To: <sip:{SEED_DID}@127.0.0.1:{server_port}>\r\n\
+         Call-ID: tcp-options-{n}@{ip}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        ip = local.ip()
+    )
+}
+
+/// Over TCP the ACL must hold too: a source outside `[sip] allow` (acl_action = drop) gets no
+/// answer, cannot keep a connection open (no keep-alive pong, closed), and so cannot take the
+/// listener's connection slots away from the allowed source.
+#[test]
+fn outsiders_cannot_hold_tcp_connections() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(
+        CallDir::seed(),
+        "allow = [\"127.0.0.2/32\"]\nacl_action = \"drop\"",
+    );
+    let mut server = Server::start(
+        &setup.dir,
+        &ServerOptions {
+            tcp: true,
+            ..setup.options()
+        },
+    );
+    let port = server.tcp_port.expect("TCP listener");
+    let mut problems = Vec::new();
+
+    // The allowed source is served over TCP.
+    let mut allowed = tcp_from("127.0.0.2", port).expect("connect from 127.0.0.2");
+    allowed
+        .write_all(tcp_options(&allowed, port, 1).as_bytes())
+        .expect("send");
+    let (reply, _) = tcp_read(&mut allowed);
+    assert!(
+        reply.starts_with("SIP/2.0 200"),
+        "allowed source over TCP: {reply:?}\n{}",
+        server.log()
+    );
+    drop(allowed);
+
+    // The outsider: its OPTIONS is dropped; a keep-alive ping must not keep it connected.
+    let mut outsider = tcp_from("127.0.0.1", port).expect("connect from 127.0.0.1");
+    outsider
+        .write_all(tcp_options(&outsider, port, 2).as_bytes())
+        .expect("send");
+    let (reply, closed_after_request) = tcp_read(&mut outsider);
+    assert!(
+        !reply.starts_with("SIP/2.0"),
+        "outsider over TCP got {reply:?}"
+    );
+    let _ = outsider.write_all(b"\r\n\r\n");
+    let (pong, closed) = tcp_read(&mut outsider);
+    if !(closed_after_request || closed) || !pong.is_empty() {
+        problems.push(format!(
+            "a TCP connection from 127.0.0.1 (outside allow = 127.0.0.2/32, acl_action = drop) \
+             stays open: after its OPTIONS (not answered, right) it sent a CRLFCRLF keep-alive \
+             and got {pong:?} back; closed: {closed}"
+        ));
+    }
+    drop(outsider);
+
+    // The consequence: the outsider fills every connection slot (4096 per listener) ...
+    let mut held = Vec::new();
+    for _ in 0..4096 {
+        match tcp_from("127.0.0.1", port) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                problems.push(format!("connection {} from 127.0.0.1: {e}", held.len()));
+                break;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let still_open = held
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).ok();
+            let mut b = [0u8; 16];
+            let open = !matches!((&**s).read(&mut b), Ok(0));
+            s.set_nonblocking(false).ok();
+            open
+        })
+        .count();
+    // ... and the allowed source is locked out.
+    let mut allowed = tcp_from("127.0.0.2", port).expect("connect from 127.0.0.2");
+    allowed
+        .write_all(tcp_options(&allowed, port, 3).as_bytes())
+        .expect("send");
+    let (reply, closed) = tcp_read(&mut allowed);
+    if !reply.starts_with("SIP/2.0 200") {
+        problems.push(format!(
+            "with {still_open} connections from the outsider 127.0.0.1 held open, the allowed \
+             source 127.0.0.2 gets {reply:?} over TCP (closed: {closed})"
+        ));
+    }
+    drop(held);
+    server.assert_running();
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        server.log()
+    );
+}
+
 /// 2,000 OPTIONS from 127.0.0.1 as fast as a loop sends them: past the burst the source is
 /// banned (no more answers, still banned after the flood), while a caller on 127.0.0.2
 /// completes a whole call during the flood.
