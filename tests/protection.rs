@@ -377,6 +377,57 @@ fn seed_one_one_one_is_referred_to_the_default_agent() {
     );
 }
 
+/// 1b. The same transfer with the caller on TCP: REFER and BYE come back on its connection.
+#[test]
+fn a_transfer_over_tcp_uses_the_callers_connection() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::seed(), "");
+    let server = Server::start(
+        &setup.dir,
+        &ServerOptions {
+            tcp: true,
+            ..setup.options()
+        },
+    );
+    let run = Sipp::call(
+        &setup.dir,
+        "seed-refer-tcp",
+        SEED_DID,
+        &steps(&[keys("111"), accept_transfer()]),
+    )
+    .caller(CALLER)
+    .over_tcp()
+    .timeout(45)
+    .run(&server);
+    run.assert_success(&server);
+    let refer = the_refer(&run);
+    assert_eq!(
+        refer.header("Refer-To"),
+        Some(format!("<{}>", setup.agent).as_str()),
+        "{}",
+        refer.text
+    );
+    assert!(
+        refer
+            .header("Via")
+            .is_some_and(|v| v.starts_with("SIP/2.0/TCP")),
+        "{}",
+        refer.text
+    );
+    assert_notifies_answered(&run, 2);
+    assert_eq!(run.requests("BYE").len(), 1, "{}", run.report());
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        SEED_DID,
+        "plumber-qualifier",
+        &["welcome", "has_license", "service_area", "transfer_ai"],
+        &["1", "1", "1"],
+        "transfer",
+    );
+}
+
 /// 2a. The destination is busy: 202, then NOTIFY `486 Busy Here` → the tree's failed_node.
 #[test]
 fn busy_notify_takes_the_failed_node() {
@@ -1572,6 +1623,44 @@ fn a_flood_is_banned_while_another_source_calls() {
         &["welcome", "has_license", "unqualified"],
         &["1", "2"],
         "hangup",
+    );
+    server.assert_running();
+}
+
+/// A ban ends after `ban_s`: the flooder is answered again.
+#[test]
+fn a_ban_expires() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::seed(), "rate_limit = 20\nban_s = 2");
+    let mut server = setup.start();
+    let socket = udp_from("127.0.0.1");
+    for n in 0..200u32 {
+        socket
+            .send_to(
+                options_request(&socket, server.sip_port, n).as_bytes(),
+                server_addr(&server),
+            )
+            .expect("send OPTIONS");
+    }
+    let answered = collect(&socket, Duration::from_millis(500))
+        .iter()
+        .filter(|m| status_of(m) == Some(200))
+        .count();
+    assert!(
+        (20..=60).contains(&answered),
+        "{answered} of 200 answered at 20/s (burst 40)\n{}",
+        server.log()
+    );
+    assert!(
+        probe("127.0.0.1", &server, 1_000, Duration::from_millis(500)).is_empty(),
+        "banned"
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(
+        probe("127.0.0.1", &server, 1_001, Duration::from_millis(500)),
+        [200],
+        "the ban is over after ban_s = 2\n{}",
+        server.log()
     );
     server.assert_running();
 }

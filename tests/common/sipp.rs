@@ -724,6 +724,8 @@ pub struct Sipp {
     pub timeout_s: u32,
     /// `-i` and `-mi`: the loopback address SIPp sends from (127.0.0.1 unless changed).
     pub local_ip: String,
+    /// `-t t1`: SIP over one TCP connection to the server's TCP listener.
+    pub tcp: bool,
     label: String,
     logs: PathBuf,
 }
@@ -824,6 +826,7 @@ impl Sipp {
             call_id: format!("{label}-1@127.0.0.1"),
             timeout_s: 60,
             local_ip: "127.0.0.1".to_owned(),
+            tcp: false,
             label,
             logs: dir.logs.clone(),
         }
@@ -861,6 +864,12 @@ impl Sipp {
         self
     }
 
+    /// Calls over TCP (`-t t1`) to the server's TCP listener ([`ServerOptions::tcp`]).
+    pub fn over_tcp(mut self) -> Sipp {
+        self.tcp = true;
+        self
+    }
+
     /// Sends from another loopback address (`-i`/`-mi`; all of 127.0.0.0/8 is loopback on
     /// Linux), e.g. a caller that is not the source a test floods from.
     pub fn from_ip(mut self, ip: &str) -> Sipp {
@@ -895,8 +904,17 @@ impl Sipp {
     pub fn spawn(&self, server: &Server) -> RunningSipp {
         let stdout = std::fs::File::create(self.log("stdout")).expect("sipp stdout file");
         let stderr = std::fs::File::create(self.log("stderr")).expect("sipp stderr file");
+        let port = if self.tcp {
+            server
+                .tcp_port
+                .expect("a TCP caller needs a server with a TCP listener")
+        } else {
+            server.sip_port
+        };
+        let transport: &[&str] = if self.tcp { &["-t", "t1"] } else { &[] };
         let child = Command::new("sipp")
-            .arg(format!("127.0.0.1:{}", server.sip_port))
+            .arg(format!("127.0.0.1:{port}"))
+            .args(transport)
             .arg("-sf")
             .arg(&self.scenario)
             .args(["-s", &self.did])
