@@ -1338,7 +1338,7 @@ fn acl_rejects_or_drops_outsiders() {
             SEED_DID,
             &steps(&[keys("12"), vec![Step::AwaitBye(15_000)]]),
         )
-        .from_ip("127.0.0.2")
+        .source_ip("127.0.0.2")
         .timeout(40)
         .run(&server);
         run.assert_success(&server);
@@ -1538,7 +1538,7 @@ fn a_flood_is_banned_while_another_source_calls() {
         SEED_DID,
         &steps(&[keys("12"), vec![Step::AwaitBye(15_000)]]),
     )
-    .from_ip("127.0.0.2")
+    .source_ip("127.0.0.2")
     .timeout(40)
     .spawn(&server);
     std::thread::sleep(Duration::from_millis(300));
@@ -1783,7 +1783,7 @@ fn oversize_invites_do_not_hurt() {
     );
     let socket = udp_from("127.0.0.1");
     let padded = |size: usize, call_id: &str, branch: &str| {
-        // An unknown number: nothing is answered even if the message gets through.
+        // An unknown number: no call is set up even if the message gets through.
         let base = invite_request(
             &socket,
             server.sip_port,

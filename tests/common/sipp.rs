@@ -872,7 +872,7 @@ impl Sipp {
 
     /// Sends from another loopback address (`-i`/`-mi`; all of 127.0.0.0/8 is loopback on
     /// Linux), e.g. a caller that is not the source a test floods from.
-    pub fn from_ip(mut self, ip: &str) -> Sipp {
+    pub fn source_ip(mut self, ip: &str) -> Sipp {
         assert!(
             ip.parse::<std::net::Ipv4Addr>()
                 .is_ok_and(|a| a.is_loopback()),
