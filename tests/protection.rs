@@ -559,6 +559,49 @@ fn refer_refused_403_takes_the_failed_node() {
     );
 }
 
+/// 2d. The caller accepts the REFER and leaves (BYE) before any NOTIFY: it went to the
+///     destination, so the transfer counts; the runtime sends no BYE of its own.
+#[test]
+fn a_caller_leaving_after_202_counts_as_transferred() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::fixture("transfers"), "");
+    let server = setup.start();
+    let run = call_ok(
+        &setup,
+        &server,
+        "refer-leave",
+        DESK_DID,
+        &steps(&[
+            keys("3"),
+            vec![
+                Step::AwaitRefer {
+                    status: 202,
+                    ms: 10_000,
+                },
+                Step::Pause(300),
+                Step::Bye,
+            ],
+        ]),
+    );
+    assert_eq!(
+        the_refer(&run).header("Refer-To"),
+        Some(format!("<{}>", setup.extension_200).as_str())
+    );
+    assert!(run.requests("BYE").is_empty(), "{}", run.report());
+    let trace = server.trace(&run.call_id);
+    assert_eq!(trace.outcome(), "transfer", "{}", trace.pretty());
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "to_internal"],
+        &["3"],
+        "transfer",
+    );
+}
+
 /// 3. An extension that is not configured: unreachable at once, no REFER, failed_node.
 #[test]
 fn unconfigured_extension_is_unreachable_without_a_refer() {
@@ -874,6 +917,39 @@ fn suppress_lists_the_asserted_identity_normalised() {
     assert_record(
         &record,
         "+14155550199",
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "opt_out"],
+        &["9"],
+        "suppress",
+    );
+}
+
+/// The caller presses 9 and hangs up during the goodbye: already listed (the write comes
+/// before the goodbye), and the record still says suppress.
+#[test]
+fn suppress_holds_when_the_caller_leaves_during_the_goodbye() {
+    let _serial = sipp::serial();
+    let setup = Setup::new(CallDir::fixture("transfers"), "");
+    let server = setup.start();
+    let run = call_ok(
+        &setup,
+        &server,
+        "suppress-leave",
+        DESK_DID,
+        &steps(&[keys("9"), vec![Step::Pause(600), Step::Bye]]),
+    );
+    assert!(run.requests("BYE").is_empty(), "{}", run.report());
+    let listed = dnc_list(&setup.store, false);
+    assert!(
+        listed.lines().any(|l| l.starts_with(&format!("{CALLER} "))),
+        "{listed:?}\n{}",
+        server.log()
+    );
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
         DESK_DID,
         "transfer-desk",
         &["menu", "opt_out"],
