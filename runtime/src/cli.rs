@@ -227,6 +227,17 @@ pub enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Create an IVR project in PARENT/NAME: `./build.sh` builds NAME.wasm, `./test.sh` tests it.
+    New {
+        /// The IVR's name: the folder, and the NAME.wasm it builds.
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// The folder to create the project in.
+        #[arg(long, value_name = "PARENT", default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -315,6 +326,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&tree::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::New { name, lang, dir } => crate::scaffold::run(&name, lang, &dir),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod media;
+pub mod scaffold;
 pub mod server;
 pub mod simulate;
 pub mod sip;
