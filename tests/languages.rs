@@ -1,10 +1,13 @@
 //! IVRs written in Rust, C, JavaScript and Python, built from source by
 //! `scripts/build-examples.sh` into `target/examples/`, run with `wasm-ivr simulate` as a user
 //! would: every language's menu takes the exact path its keys lead to, and a JSON tree enters a
-//! Python sub-menu and comes back.
+//! Python sub-menu and comes back. `wasm-ivr new` projects in every language build with their
+//! `build.sh` and pass their `test.sh`. Real calls (SIPp, keys by SIP INFO, one at a time) reach
+//! the Rust and JavaScript examples and the polyglot tree served by `wasm-ivr serve`.
 
 mod common;
 
+use common::sipp::{self, CallDir, Server, ServerOptions, Sipp, Step, Trace};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -362,4 +365,369 @@ fn polyglot_tree_enters_the_python_sub_menu_and_comes_back() {
         json!({"action": "transfer", "destination": {"internal": "100"},
                "context": {"department": "council", "digits": "1"}}),
     );
+}
+
+// --- `wasm-ivr new`: a project per language that builds and passes its own test ----------------
+
+/// Builds and tests one language's scaffold at a time: the builds (cargo, componentize-py) use
+/// both cores on their own.
+fn scaffold_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A toolchain `scripts/build-examples.sh` installed, or a failure that says how to get it.
+fn tool(relative: &str) -> PathBuf {
+    let path = common::root().join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-examples.sh first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+#[track_caller]
+fn assert_ran(what: &str, output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `wasm-ivr new NAME --lang LANG` in a temporary folder, then the project's `build.sh` with
+/// the toolchains in `env`, then its `test.sh` (scripted calls through `wasm-ivr simulate`).
+fn scaffold_builds_and_passes_its_test(lang: &str, env: &[(&str, PathBuf)]) {
+    let _one_at_a_time = scaffold_lock();
+    let parent = tempfile::tempdir().expect("tempdir");
+    let name = format!("{lang}-scaffold");
+    let output = Command::new(common::bin())
+        .args(["new", &name, "--lang", lang, "--dir"])
+        .arg(parent.path())
+        .output()
+        .expect("run wasm-ivr new");
+    assert_ran("wasm-ivr new", &output);
+    let project = parent.path().join(&name);
+    for file in ["build.sh", "test.sh", "README.md", "wit/ivr.wit"] {
+        assert!(project.join(file).is_file(), "{lang}: no {file}");
+    }
+
+    let script = |file: &str| {
+        let mut command = Command::new(project.join(file));
+        command
+            .current_dir(&project)
+            .env("WASM_IVR", common::bin())
+            .env("WASM_IVR_CACHE_DIR", cache_dir())
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("run {file}: {e}"))
+    };
+    assert_ran(&format!("{lang}: ./build.sh"), &script("build.sh"));
+    let wasm = project.join(format!("{name}.wasm"));
+    assert!(
+        wasm.is_file(),
+        "{lang}: build.sh wrote no {}",
+        wasm.display()
+    );
+
+    let test = script("test.sh");
+    assert_ran(&format!("{lang}: ./test.sh"), &test);
+    let stdout = String::from_utf8_lossy(&test.stdout);
+    assert!(
+        stdout.contains("all calls passed") && !stdout.contains("FAIL"),
+        "{lang}: test.sh said:\n{stdout}"
+    );
+    // The same project's test fails when the IVR goes elsewhere: it checks, not just runs.
+    let wrong = std::fs::read_to_string(project.join("test.sh"))
+        .expect("read test.sh")
+        .replace(r#"'["menu","sales"]'"#, r#"'["menu","elsewhere"]'"#);
+    std::fs::write(project.join("test.sh"), wrong).expect("write test.sh");
+    let failing = script("test.sh");
+    assert!(
+        !failing.status.success(),
+        "{lang}: test.sh passed with a wrong expected path:\n{}",
+        String::from_utf8_lossy(&failing.stdout)
+    );
+}
+
+#[test]
+fn new_rust_project_builds_and_passes_its_test() {
+    // A target folder of its own, kept between runs: the SDK's dependencies build once.
+    scaffold_builds_and_passes_its_test(
+        "rust",
+        &[
+            ("CARGO", PathBuf::from(env!("CARGO"))),
+            ("CARGO_TARGET_DIR", common::root().join("target/scaffold")),
+        ],
+    );
+}
+
+#[test]
+fn new_c_project_builds_and_passes_its_test() {
+    scaffold_builds_and_passes_its_test(
+        "c",
+        &[
+            ("WIT_BINDGEN", tool("target/tools/bin/wit-bindgen")),
+            ("WASM_TOOLS", tool("target/tools/bin/wasm-tools")),
+        ],
+    );
+}
+
+#[test]
+fn new_js_project_builds_and_passes_its_test() {
+    // build.sh runs `npm install` in the project (componentize-qjs, pinned in package.json).
+    scaffold_builds_and_passes_its_test("js", &[]);
+}
+
+#[test]
+fn new_python_project_builds_and_passes_its_test() {
+    scaffold_builds_and_passes_its_test(
+        "python",
+        &[(
+            "COMPONENTIZE_PY",
+            tool("target/py-venv/bin/componentize-py"),
+        )],
+    );
+}
+
+#[test]
+fn new_refuses_an_existing_folder_and_writes_nothing() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let existing = parent.path().join("menu");
+    std::fs::create_dir(&existing).expect("mkdir");
+    std::fs::write(existing.join("app.js"), "// mine").expect("write");
+    let output = Command::new(common::bin())
+        .args(["new", "menu", "--lang", "js", "--dir"])
+        .arg(parent.path())
+        .output()
+        .expect("run wasm-ivr new");
+    assert!(!output.status.success(), "new into an existing folder");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let names: Vec<_> = std::fs::read_dir(&existing)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["app.js"], "nothing added");
+    assert_eq!(
+        std::fs::read_to_string(existing.join("app.js")).expect("read"),
+        "// mine"
+    );
+    // A name that is not a valid IVR name creates nothing either.
+    let output = Command::new(common::bin())
+        .args(["new", "My Menu", "--lang", "c", "--dir"])
+        .arg(parent.path())
+        .output()
+        .expect("run wasm-ivr new");
+    assert!(!output.status.success());
+    assert_eq!(
+        std::fs::read_dir(parent.path()).expect("read dir").count(),
+        1
+    );
+}
+
+// --- Real calls: the examples served by `wasm-ivr serve`, SIPp callers, keys by SIP INFO --------
+
+/// An IVR folder in a temporary directory: `routes.toml` sends `did` to `ivr`, and `files`
+/// (paths under `target/examples/`) are copied in. The examples speak `say` prompts, which
+/// the server renders with espeak-ng; `audio/` stays empty.
+fn call_dir(did: &str, ivr: &str, files: &[&str]) -> CallDir {
+    let tmp = tempfile::Builder::new()
+        .prefix("wasm-ivr-lang-call-")
+        .tempdir()
+        .expect("tempdir");
+    let ivrs = tmp.path().join("ivrs");
+    let traces = tmp.path().join("traces");
+    let logs = tmp.path().join("logs");
+    for d in [&ivrs, &traces, &logs, &ivrs.join("audio")] {
+        std::fs::create_dir_all(d).expect("create dir");
+    }
+    for file in files {
+        let from = artifact(file);
+        let name = from.file_name().expect("file name");
+        std::fs::copy(&from, ivrs.join(name)).expect("copy example");
+    }
+    std::fs::write(ivrs.join("routes.toml"), format!("\"{did}\" = \"{ivr}\"\n"))
+        .expect("write routes.toml");
+    CallDir {
+        tmp,
+        ivrs,
+        traces,
+        logs,
+    }
+}
+
+/// Keys by SIP INFO (`application/dtmf-relay`), `gap_ms` apart.
+fn info_keys(keys: &str, gap_ms: u32) -> Vec<Step> {
+    keys.chars()
+        .flat_map(|key| [Step::Info(key), Step::Pause(gap_ms)])
+        .collect()
+}
+
+#[track_caller]
+fn assert_trace(trace: &Trace, path: &[&str], outcome: &str, server: &Server) {
+    assert_eq!(
+        trace.path(),
+        path,
+        "call path\n{}\n{}",
+        trace.pretty(),
+        server.log()
+    );
+    assert_eq!(
+        trace.outcome(),
+        outcome,
+        "call outcome\n{}\n{}",
+        trace.pretty(),
+        server.log()
+    );
+}
+
+/// Rust: after hours, the PIN typed by SIP INFO, then the blind transfer (REFER) to the on-call
+/// engineer with the account in the context.
+#[test]
+fn sip_call_to_the_rust_example_pin_then_transfer() {
+    warm_cache();
+    let _serial = sipp::serial();
+    let did = "+15005550301";
+    let dir = call_dir(did, "rust-hours", &[]);
+    rust_hours_with(&dir.ivrs, ALWAYS_CLOSED);
+    let mut server = Server::start(&dir, &ServerOptions::default());
+    let steps = [
+        vec![Step::Pause(1000)],
+        info_keys("1234#", 300),
+        vec![
+            Step::AwaitRefer {
+                status: 202,
+                ms: 30_000,
+            },
+            Step::Notify {
+                sipfrag: "SIP/2.0 100 Trying".into(),
+                terminated: false,
+            },
+            Step::Notify {
+                sipfrag: "SIP/2.0 200 OK".into(),
+                terminated: true,
+            },
+            Step::AwaitBye(10_000),
+        ],
+    ]
+    .concat();
+    let run = Sipp::call(&dir, "rust-hours-pin", did, &steps)
+        .timeout(60)
+        .run(&server);
+    run.assert_success(&server);
+    let refers = run.requests("REFER");
+    assert_eq!(refers.len(), 1, "one REFER\n{}", run.report());
+    assert!(
+        refers[0]
+            .header("Refer-To")
+            .is_some_and(|to| to.contains("oncall@pbx.example.net")),
+        "Refer-To\n{}",
+        refers[0].text
+    );
+    let trace = server.trace(&run.call_id);
+    assert_trace(
+        &trace,
+        &["welcome", "closed", "pin", "on-call"],
+        "transfer",
+        &server,
+    );
+    assert_eq!(
+        trace.gather_results(),
+        vec![json!({"digits": "1234"})],
+        "{}",
+        trace.pretty()
+    );
+    server.assert_running();
+}
+
+/// JavaScript: 1, then an order number ended by `#`, all by SIP INFO; the IVR says the order's
+/// status and hangs up.
+#[test]
+fn sip_call_to_the_js_example_order_status() {
+    warm_cache();
+    let _serial = sipp::serial();
+    let did = "+15005550302";
+    let dir = call_dir(did, "js-menu", &["js-menu.wasm", "js-menu.toml"]);
+    let mut server = Server::start(&dir, &ServerOptions::default());
+    let steps = [
+        vec![Step::Pause(1000), Step::Info('1'), Step::Pause(1500)],
+        info_keys("4213#", 300),
+        vec![Step::AwaitBye(30_000)],
+    ]
+    .concat();
+    let run = Sipp::call(&dir, "js-menu-order", did, &steps)
+        .timeout(60)
+        .run(&server);
+    run.assert_success(&server);
+    assert_eq!(run.requests("BYE").len(), 1, "one BYE\n{}", run.report());
+    let trace = server.trace(&run.call_id);
+    assert_trace(
+        &trace,
+        &["menu", "order-number", "order-status"],
+        "hangup",
+        &server,
+    );
+    assert_eq!(
+        trace.gather_results(),
+        vec![json!({"digits": "1"}), json!({"digits": "4213"})],
+        "{}",
+        trace.pretty()
+    );
+    server.assert_running();
+}
+
+/// The polyglot tree over SIP: 2 enters the Python sub-menu, `*` returns to the tree, `#` hangs
+/// up.
+#[test]
+fn sip_call_to_the_polyglot_tree_enters_python_and_comes_back() {
+    warm_cache();
+    let _serial = sipp::serial();
+    let did = "+15005550303";
+    let dir = call_dir(
+        did,
+        "main",
+        &[
+            "polyglot/main.json",
+            "polyglot/python-sub.wasm",
+            "polyglot/python-sub.toml",
+        ],
+    );
+    let mut server = Server::start(&dir, &ServerOptions::default());
+    let steps = [
+        Step::Pause(1500),
+        Step::Info('2'),
+        Step::Pause(3000),
+        Step::Info('*'),
+        Step::Pause(3000),
+        Step::Info('#'),
+        Step::AwaitBye(30_000),
+    ];
+    let run = Sipp::call(&dir, "polyglot-sub", did, &steps)
+        .timeout(60)
+        .run(&server);
+    run.assert_success(&server);
+    let trace = server.trace(&run.call_id);
+    assert_trace(
+        &trace,
+        &[
+            "main",
+            "library",
+            "python-sub/menu",
+            "python-sub/back",
+            "main",
+            "goodbye",
+        ],
+        "hangup",
+        &server,
+    );
+    server.assert_running();
 }
