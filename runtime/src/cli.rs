@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// The SQLite database: do-not-call list and call records (default: wasm-ivr.db).
     #[arg(long, env = "WASM_IVR_STORE")]
     pub store: Option<PathBuf>,
+    /// The operator HTTP API's address, or `off` (default: 127.0.0.1:8080).
+    #[arg(long, env = "WASM_IVR_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     /// SIP requests per second allowed per source address; 0 turns the limit off (default 500).
     #[arg(long, env = "WASM_IVR_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
@@ -188,7 +191,7 @@ pub enum Command {
     /// The do-not-call list.
     Dnc {
         /// The SQLite database (default: wasm-ivr.db).
-        #[arg(long, env = "WASM_IVR_STORE", default_value = crate::config::DEFAULT_STORE)]
+        #[arg(long, global = true, env = "WASM_IVR_STORE", default_value = crate::config::DEFAULT_STORE)]
         store: PathBuf,
         /// What to do.
         #[command(subcommand)]
@@ -578,6 +581,41 @@ fn dnc(path: &Path, action: DncAction) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Binds and starts the operator API. Without API keys it only ever binds loopback. A default
+/// address that is taken is a warning (the SIP side still serves); a configured one is an error.
+async fn start_api(
+    listen: Option<&str>,
+    explicit: bool,
+    state: Arc<crate::api::ApiState>,
+) -> Result<Option<std::net::SocketAddr>> {
+    let Some(listen) = listen else {
+        tracing::info!("HTTP API off");
+        return Ok(None);
+    };
+    let mut addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("[http] listen '{listen}' is not ADDRESS:PORT"))?;
+    if !state.requires_key() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "no API key configured: the HTTP API binds loopback only (set [http] api_keys or WASM_IVR_API_KEYS)");
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) if !explicit => {
+            tracing::warn!(%addr, "HTTP API not started: {e}; set [http] listen or --http-listen");
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot listen on {addr}"))),
+    };
+    let local = listener.local_addr()?;
+    if !state.requires_key() {
+        tracing::warn!(%local, "HTTP API without API keys, on loopback only");
+    }
+    tracing::info!(%local, "HTTP API listening");
+    tokio::spawn(crate::api::serve(listener, state));
+    Ok(Some(local))
+}
+
 /// The TTS engine with its cache under the compile cache (or a temporary folder).
 fn speech_engine(cache_dir: Option<&Path>) -> Result<Arc<crate::tts::Speech>> {
     let engine = crate::tts::EspeakNg::new()?;
@@ -664,11 +702,27 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let store: Arc<dyn crate::store::Store> =
         Arc::new(crate::store::SqliteStore::open(&store_path)?);
     let max_instances = u32::try_from(max_calls.max(1)).unwrap_or(u32::MAX);
+    let http_explicit = args.http_listen.is_some() || file.http.listen.is_some();
+    let http_listen = args
+        .http_listen
+        .clone()
+        .or(file.http.listen.clone())
+        .unwrap_or_else(|| config::DEFAULT_HTTP_LISTEN.to_owned());
+    let http_listen = (!http_listen.eq_ignore_ascii_case("off")).then_some(http_listen);
+    let mut api_keys = file.http.api_keys.clone();
+    if let Ok(keys) = std::env::var("WASM_IVR_API_KEYS") {
+        api_keys.extend(
+            keys.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
+        );
+    }
     let engine = IvrEngine::new(args.engine.settings(max_instances, &file.engine))?;
     let registry = Arc::new(Registry::new());
     let prompts = Arc::new(PromptLibrary::new(audio_dir.clone()));
     prompts.sync().log();
-    let mut folder = Folder::new(dir.clone(), audio_dir);
+    let mut folder = Folder::new(dir.clone(), audio_dir.clone());
     folder.sync(&engine, &registry).log();
     let speech = match speech_engine(engine.settings().cache_dir.as_deref()) {
         Ok(speech) => {
@@ -701,6 +755,16 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let api_state = Arc::new(crate::api::ApiState::new(
+            dir.clone(),
+            audio_dir.clone(),
+            registry.clone(),
+            engine.clone(),
+            store.clone(),
+            speech.clone(),
+            &api_keys,
+        ));
+        let http = start_api(http_listen.as_deref(), http_explicit, api_state).await?;
         let server = Server::bind(server_config, engine, registry, prompts, speech, store).await?;
         let addrs: Vec<String> = server
             .local_addrs()
@@ -708,8 +772,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .map(ToString::to_string)
             .collect();
         // One line on stdout for scripts and tests: what is listening, ports resolved.
+        let http_note = http.map(|a| format!(" http={a}")).unwrap_or_default();
         println!(
-            "ready sip={} rtp={}-{}",
+            "ready sip={} rtp={}-{}{http_note}",
             addrs.join(","),
             rtp_ports.0,
             rtp_ports.1

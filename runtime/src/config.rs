@@ -38,6 +38,10 @@
 //!
 //! [transfer.internal]                # extension -> SIP URI
 //! # "200" = "sip:200@pbx.example.net"
+//!
+//! [http]
+//! listen = "127.0.0.1:8080"          # the operator API; "off" disables it
+//! # api_keys = ["change-me"]         # bearer keys (also WASM_IVR_API_KEYS); none: loopback only
 //! ```
 
 use serde::Deserialize;
@@ -73,7 +77,24 @@ pub struct FileConfig {
     /// `[transfer]`
     #[serde(default)]
     pub transfer: TransferSection,
+    /// `[http]`
+    #[serde(default)]
+    pub http: HttpSection,
 }
+
+/// `[http]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `ADDRESS:PORT`, or `off`.
+    pub listen: Option<String>,
+    /// Accepted bearer keys.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+/// Default API address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 
 /// `[transfer]`
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -14,10 +14,12 @@
 //!   [`media`] primitives, one task per call running its IVR on an RTP-backed channel.
 //! - [`cli`] is the `wasm-ivr` command line.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod media;
+pub mod metrics;
 pub mod scaffold;
 pub mod server;
 pub mod simulate;

@@ -92,6 +92,19 @@ pub enum GatherView {
     Error(String),
 }
 
+impl GatherView {
+    /// A short name for metrics: `digits`, `partial`, `timeout`, `hung-up`, `error`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            GatherView::Digits(_) => "digits",
+            GatherView::Partial(_) => "partial",
+            GatherView::Timeout => "timeout",
+            GatherView::HungUp => "hung-up",
+            GatherView::Error(_) => "error",
+        }
+    }
+}
+
 /// One thing that happened on the call, as `simulate --json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]

@@ -157,6 +157,10 @@ impl Folder {
             }
         }
         self.sync_routes(registry, &mut report);
+        let metrics = crate::metrics::metrics();
+        metrics.reload("loaded", report.loaded.len() as u64);
+        metrics.reload("failed", report.failed.len() as u64);
+        metrics.reload("unloaded", report.unloaded.len() as u64);
         report
     }
 

@@ -216,6 +216,7 @@ impl wit::wasm_ivr::ivr::call::Host for CallState {
     async fn step(&mut self, name: String) {
         let label = self.step_label(&name);
         if let Some(call) = self.call.as_mut() {
+            crate::metrics::metrics().step(&call.info.call_id, &self.ivr.name, &label);
             let at = call.now();
             call.trace.step(at, label);
         }
@@ -236,6 +237,7 @@ impl wit::wasm_ivr::ivr::call::Host for CallState {
     }
 
     async fn gather(&mut self, options: GatherOptions) -> Result<GatherResult, CallError> {
+        let ivr = self.ivr.clone();
         let call = self.live_call()?;
         let at = call.now();
         let result = if options.max_digits == 0 {
@@ -260,13 +262,15 @@ impl wit::wasm_ivr::ivr::call::Host for CallState {
         if let Ok(GatherResult::Digits(d) | GatherResult::Partial(d)) = &result {
             call.trace.digits.push(d.clone());
         }
+        let view = gather_view(&result);
+        crate::metrics::metrics().gather(&ivr.name, view.label());
         call.trace.push(TraceEvent::Gather {
             at_ms: at,
             prompts: prompts_view(&options.prompts),
             max_digits: options.max_digits,
             terminators: options.terminators.clone(),
             timeout_ms: options.first_digit_timeout_ms,
-            result: gather_view(&result),
+            result: view,
         });
         result
     }
@@ -511,11 +515,14 @@ async fn invoke(
     ivr: &LoadedIvr,
     info: &CallInfo,
 ) -> Result<(), Failure> {
+    let started = Instant::now();
     let instance = ivr
         .pre
         .instantiate_async(&mut *store)
         .await
         .map_err(Failure::Wasmtime)?;
+    crate::metrics::metrics()
+        .instantiated(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     if let Some(call) = store.data_mut().call.as_mut() {
         call.cpu.resume();
     }

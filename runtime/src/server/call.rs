@@ -16,7 +16,7 @@ use crate::engine::wit::{
 };
 use crate::engine::{CallReport, LoadedIvr, Outcome};
 use crate::media::codec::Codec;
-use crate::media::digits::DigitMerger;
+use crate::media::digits::{DigitMerger, DigitSource};
 use crate::sip::{CallHandle, IncomingCall, sdp};
 use crate::store::CallRecord;
 use async_trait::async_trait;
@@ -164,6 +164,15 @@ pub(crate) async fn run(setup: CallSetup) {
         headers: incoming.headers.clone(),
     };
     tracing::info!(%call_id, did = %incoming.did, caller = %incoming.caller, ivr = %ivr.name, version = %ivr.version, "call answered");
+    crate::metrics::metrics().call_started(crate::metrics::LiveCall {
+        call_id: call_id.clone(),
+        caller: caller.clone(),
+        did: incoming.did.clone(),
+        ivr: ivr.name.clone(),
+        version: ivr.version.clone(),
+        step: String::new(),
+        answered_at_ms: unix_ms(),
+    });
     let channel = RtpCall {
         handle,
         session: session.clone(),
@@ -189,6 +198,9 @@ pub(crate) async fn run(setup: CallSetup) {
     let call = shared.engine.run_call(ivr.clone(), context).await;
     receiver.abort();
     let report = CallReport::new(&ivr, call);
+    let metrics = crate::metrics::metrics();
+    metrics.call_ended(&call_id, &ivr.name, report.outcome.label());
+    metrics.rtp(session.packets_sent(), session.send_errors());
     tracing::info!(%call_id, path = %report.path.join(","), outcome = report.outcome.label(), duration_ms = report.duration_ms, rtp_sent = session.packets_sent(), rtp_send_errors = session.send_errors(), "call ended");
     if let Some(dir) = &shared.config.call_traces {
         write_trace(dir, &report);
@@ -525,9 +537,20 @@ fn context_headers(context: &[(String, String)]) -> Vec<(String, String)> {
 impl RtpCall {
     /// Merges a media digit into the stream and keeps it for the next gather.
     fn keep_digit(&mut self, digit: MediaDigit) {
-        if let Some(merged) = self.merger.push(digit.source, digit.digit, digit.at) {
-            self.type_ahead.push_back(merged.digit.as_char());
+        if let Some(merged) = self.merge(digit) {
+            self.type_ahead.push_back(merged);
         }
+    }
+
+    /// Merges a digit into the call's stream: the key, or None for a copy from another path.
+    fn merge(&mut self, digit: MediaDigit) -> Option<char> {
+        let merged = self.merger.push(digit.source, digit.digit, digit.at)?;
+        crate::metrics::metrics().dtmf(match merged.source {
+            DigitSource::Rfc4733 => "rfc4733",
+            DigitSource::SipInfo => "sip-info",
+            DigitSource::Inband => "inband",
+        });
+        Some(merged.digit.as_char())
     }
 
     /// The next digit or the end of the call. Cancel-safe: nothing is lost if a `select!`
@@ -559,8 +582,8 @@ impl RtpCall {
                     }
                 },
             };
-            if let Some(merged) = self.merger.push(digit.source, digit.digit, digit.at) {
-                return Input::Digit(merged.digit.as_char());
+            if let Some(key) = self.merge(digit) {
+                return Input::Digit(key);
             }
         }
     }

@@ -72,13 +72,19 @@ pub(crate) struct Endpoint {
     calls: HashMap<CallHandle, CallLink>,
     commands_tx: mpsc::UnboundedSender<SipCommand>,
     commands_rx: mpsc::UnboundedReceiver<SipCommand>,
-    guard: Guard,
+    guard: Arc<std::sync::Mutex<Guard>>,
     shared: Arc<Shared>,
 }
 
 impl Endpoint {
-    /// An endpoint on a bound transport reachable at `local`.
-    pub(crate) fn new(net: Net, local: SocketAddr, shared: Arc<Shared>) -> Self {
+    /// An endpoint on a bound transport reachable at `local`, sharing `guard` with its
+    /// transport (TCP checks it at accept).
+    pub(crate) fn new(
+        net: Net,
+        local: SocketAddr,
+        guard: Arc<std::sync::Mutex<Guard>>,
+        shared: Arc<Shared>,
+    ) -> Self {
         let mut config = sip::Config::new(local);
         config.transport = match net {
             Net::Udp(_) => sip::Transport::Udp,
@@ -93,7 +99,7 @@ impl Endpoint {
             calls: HashMap::new(),
             commands_tx,
             commands_rx,
-            guard: Guard::new(shared.config.guard.clone()),
+            guard,
             shared,
         }
     }
@@ -109,7 +115,8 @@ impl Endpoint {
                 received = self.net.recv(&mut buf) => match received {
                     Some((len, from)) => {
                         let now = Instant::now();
-                        match self.guard.check(from.ip(), now) {
+                        let verdict = self.guard.lock().map_or(Verdict::Drop, |mut g| g.check(from.ip(), now));
+                        match verdict {
                             Verdict::Pass => self.core.handle_input(Input::Datagram { now, from, data: &buf[..len] }),
                             Verdict::Forbid => self.core.refuse(from, &buf[..len], 403, "Forbidden"),
                             Verdict::Drop => {}

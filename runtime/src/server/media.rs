@@ -365,6 +365,7 @@ impl Pacer {
             let scheduled = interval.tick().await;
             if Instant::now().duration_since(scheduled.into_std()) > FRAME {
                 self.late_ticks.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::metrics().late_tick();
             }
             live.clear();
             if let Ok(mut sessions) = self.sessions.lock() {

@@ -201,6 +201,9 @@ impl Server {
         let mut endpoints = Vec::new();
         let mut local_addrs = Vec::new();
         for listen in &config.listen {
+            let guard = Arc::new(std::sync::Mutex::new(guard::Guard::new(
+                config.guard.clone(),
+            )));
             let bind_err = |source| ServerError::Bind {
                 listen: *listen,
                 source,
@@ -218,14 +221,17 @@ impl Server {
                         .await
                         .map_err(bind_err)?;
                     let local = listener.local_addr().map_err(bind_err)?;
-                    (endpoint::Net::Tcp(tcp::TcpHub::start(listener)), local)
+                    (
+                        endpoint::Net::Tcp(tcp::TcpHub::start(listener, guard.clone())),
+                        local,
+                    )
                 }
             };
             local_addrs.push(Listen {
                 transport: listen.transport,
                 addr: local,
             });
-            endpoints.push(endpoint::Endpoint::new(net, local, shared.clone()));
+            endpoints.push(endpoint::Endpoint::new(net, local, guard, shared.clone()));
         }
         Ok(Server {
             endpoints,

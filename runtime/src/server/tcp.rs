@@ -7,6 +7,7 @@
 //! traffic, and closed at once when its stream cannot be framed (bad or conflicting
 //! Content-Length, a message over the size limit), since a stream cannot be resynchronised.
 
+use super::guard::{Guard, Verdict};
 use crate::sip::stream::{Frame, StreamFramer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use tokio::sync::mpsc;
 
 /// Connections open at once per listener; more are refused.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections open at once from one address.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 /// A connection without traffic this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest message accepted on a stream.
@@ -39,11 +42,11 @@ impl Drop for TcpHub {
 }
 
 impl TcpHub {
-    /// Starts accepting on a bound listener.
-    pub(crate) fn start(listener: TcpListener) -> Self {
+    /// Starts accepting on a bound listener; `guard` vets each connection's source.
+    pub(crate) fn start(listener: TcpListener, guard: Arc<Mutex<Guard>>) -> Self {
         let (frames_tx, frames) = mpsc::channel(1024);
         let connections: Connections = Arc::default();
-        let accept = tokio::spawn(accept_loop(listener, frames_tx, connections.clone()));
+        let accept = tokio::spawn(accept_loop(listener, frames_tx, connections.clone(), guard));
         TcpHub {
             frames,
             connections,
@@ -78,6 +81,7 @@ async fn accept_loop(
     listener: TcpListener,
     frames: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     connections: Connections,
+    guard: Arc<Mutex<Guard>>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -88,6 +92,15 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A source outside the ACL, or banned, gets no connection at all: it could otherwise
+        // hold slots open with keep-alives.
+        let verdict = guard.lock().map_or(Verdict::Drop, |mut g| {
+            g.check(peer.ip(), std::time::Instant::now())
+        });
+        if verdict != Verdict::Pass {
+            tracing::debug!(%peer, "TCP connection refused by the guard");
+            continue;
+        }
         let (tx, rx) = mpsc::channel(64);
         {
             let Ok(mut open) = connections.lock() else {
@@ -95,6 +108,11 @@ async fn accept_loop(
             };
             if open.len() >= MAX_CONNECTIONS {
                 tracing::warn!(%peer, "TCP connection refused: {MAX_CONNECTIONS} already open");
+                continue;
+            }
+            let from_source = open.keys().filter(|a| a.ip() == peer.ip()).count();
+            if from_source >= MAX_CONNECTIONS_PER_SOURCE {
+                tracing::warn!(%peer, "TCP connection refused: {MAX_CONNECTIONS_PER_SOURCE} already open from this address");
                 continue;
             }
             open.insert(peer, tx);

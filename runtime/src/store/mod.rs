@@ -28,7 +28,7 @@ pub enum StoreError {
 }
 
 /// One do-not-call entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DncEntry {
     /// The normalised number.
     pub number: String,
@@ -39,7 +39,7 @@ pub struct DncEntry {
 }
 
 /// One finished call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallRecord {
     /// The SIP Call-ID.
     pub call_id: String,
