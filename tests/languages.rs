@@ -363,7 +363,7 @@ fn polyglot_tree_enters_the_python_sub_menu_and_comes_back() {
         &[],
         &["main", "council"],
         json!({"action": "transfer", "destination": {"internal": "100"},
-               "context": {"department": "council", "digits": "1"}}),
+               "context": {"department": "council"}}),
     );
 }
 
