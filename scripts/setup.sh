@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything wasm-ivr needs on a fresh Debian machine, idempotently:
 # the wasm32-wasip2 Rust target (guests), SIPp (end-to-end tests), espeak-ng and sox (prompts),
-# tcpdump and tshark (capturing the audio a caller receives). Safe to run again.
+# tcpdump and tshark (capturing the audio a caller receives), graphviz (wasm-ivr graph --format
+# svg). Safe to run again.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -18,6 +19,7 @@ declare -A wanted=(
   [sox]=sox
   [tcpdump]=tcpdump
   [tshark]=tshark
+  [dot]=graphviz
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -194,3 +194,38 @@ fn published_schema_matches_the_code() {
         "regenerate with: wasm-ivr schema > docs/tree.schema.json"
     );
 }
+
+#[test]
+fn graph_draws_the_seed_tree_in_every_format() {
+    let output = wasm_ivr(&["graph", SEED]);
+    assert!(output.status.success(), "{output:?}");
+    let mermaid = stdout(&output);
+    assert!(
+        mermaid.starts_with("flowchart TD") && mermaid.contains("-. \"timeout\" .->"),
+        "{mermaid}"
+    );
+    let output = wasm_ivr(&["graph", SEED, "--format", "dot"]);
+    assert!(stdout(&output).contains("\"service_area\" -> \"transfer_ai\" [label=\"1\"];"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svg = dir.path().join("seed.svg");
+    let output = wasm_ivr(&[
+        "graph",
+        SEED,
+        "--format",
+        "svg",
+        "-o",
+        svg.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let drawn = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(
+        drawn.contains("<svg") && drawn.contains("has_license"),
+        "{drawn}"
+    );
+    let output = wasm_ivr(&["graph", "tests/fixtures/broken/unknown-node.json"]);
+    assert_eq!(output.status.code(), Some(1));
+}

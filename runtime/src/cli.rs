@@ -132,6 +132,17 @@ pub enum DncAction {
     },
 }
 
+/// `wasm-ivr graph` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// A Graphviz digraph.
+    Dot,
+    /// SVG rendered by Graphviz.
+    Svg,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -188,6 +199,17 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the JSON Schema of the tree format.
     Schema,
+    /// Draw a JSON tree: nodes, keys on edges, timeout and invalid-key edges dashed.
+    Graph {
+        /// The tree file.
+        path: PathBuf,
+        /// `mermaid`, `dot`, or `svg` (needs Graphviz's `dot`).
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// The do-not-call list.
     Dnc {
         /// The SQLite database (default: wasm-ivr.db).
@@ -325,6 +347,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Graph {
+            path,
+            format,
+            output,
+        } => graph(&path, format, output.as_deref()),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&tree::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -614,6 +641,54 @@ async fn start_api(
     tracing::info!(%local, "HTTP API listening");
     tokio::spawn(crate::api::serve(listener, state));
     Ok(Some(local))
+}
+
+fn graph(path: &Path, format: GraphFormat, output: Option<&Path>) -> Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let checked = tree::check_text(
+        &path.display().to_string(),
+        &text,
+        &ValidateOptions::default(),
+    );
+    let Some(lowered) = checked.lowered else {
+        for d in checked.errors() {
+            eprintln!("{d}");
+        }
+        return Ok(ExitCode::from(1));
+    };
+    let drawing = match format {
+        GraphFormat::Mermaid => tree::graph::mermaid(&lowered).into_bytes(),
+        GraphFormat::Dot => tree::graph::dot(&lowered).into_bytes(),
+        GraphFormat::Svg => {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new("dot")
+                .arg("-Tsvg")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("SVG needs Graphviz's `dot` (apt-get install graphviz)")?;
+            child
+                .stdin
+                .take()
+                .context("dot's stdin")?
+                .write_all(tree::graph::dot(&lowered).as_bytes())?;
+            let rendered = child.wait_with_output()?;
+            if !rendered.status.success() {
+                bail!("dot failed: {}", String::from_utf8_lossy(&rendered.stderr));
+            }
+            rendered.stdout
+        }
+    };
+    match output {
+        Some(out) => std::fs::write(out, drawing)
+            .with_context(|| format!("cannot write {}", out.display()))?,
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().write_all(&drawing)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The TTS engine with its cache under the compile cache (or a temporary folder).

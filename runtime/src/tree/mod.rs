@@ -14,6 +14,7 @@
 //! on silence, like `welcome` does explicitly. A transfer with no `to` goes to the runtime's
 //! default target.
 
+pub mod graph;
 pub mod lowered;
 pub mod source;
 
