@@ -105,6 +105,13 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 impl CallDir {
+    /// An IVR folder with nothing in it but an empty `audio/` (what the HTTP API fills).
+    pub fn empty_with_audio() -> CallDir {
+        let dir = CallDir::empty();
+        std::fs::create_dir_all(dir.ivrs.join("audio")).expect("create audio dir");
+        dir
+    }
+
     fn empty() -> CallDir {
         let mut tmp = tempfile::Builder::new()
             .prefix("wasm-ivr-call-")
@@ -190,6 +197,11 @@ pub struct ServerOptions {
     pub store: Option<PathBuf>,
     /// Also listen on TCP (`tcp:127.0.0.1:0`); its port is [`Server::tcp_port`].
     pub tcp: bool,
+    /// `--http-listen 127.0.0.1:0`: the operator API on a free port ([`Server::http_port`]).
+    /// Without it the server uses its default (`[http] listen` or 127.0.0.1:8080, if free).
+    pub http: bool,
+    /// Extra environment variables, e.g. `WASM_IVR_API_KEYS`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOptions {
@@ -201,6 +213,8 @@ impl Default for ServerOptions {
             config: None,
             store: None,
             tcp: false,
+            http: false,
+            env: Vec::new(),
         }
     }
 }
@@ -212,6 +226,8 @@ pub struct Server {
     pub sip_port: u16,
     /// The TCP listener's port (with [`ServerOptions::tcp`]).
     pub tcp_port: Option<u16>,
+    /// The HTTP API's port (`http=127.0.0.1:PORT` in the ready line), if it started.
+    pub http_port: Option<u16>,
     /// The `--rtp-ports` range.
     pub rtp: (u16, u16),
     /// `--call-traces`.
@@ -263,6 +279,12 @@ impl Server {
         if let Some(store) = &options.store {
             command.arg("--store").arg(store);
         }
+        if options.http {
+            command.args(["--http-listen", "127.0.0.1:0"]);
+        }
+        for (key, value) in &options.env {
+            command.env(key, value);
+        }
         command
             .env(
                 "WASM_IVR_CACHE_DIR",
@@ -292,6 +314,7 @@ impl Server {
             child,
             sip_port: 0,
             tcp_port: None,
+            http_port: None,
             rtp: (lo, hi),
             traces: dir.traces.clone(),
             log_path,
@@ -303,6 +326,7 @@ impl Server {
                     if let Some(port) = parse_ready(&line) {
                         server.sip_port = port;
                         server.tcp_port = parse_ready_tcp(&line);
+                        server.http_port = parse_ready_http(&line);
                         let expected = format!("rtp={lo}-{hi}");
                         assert!(
                             line.contains(&expected),
@@ -389,6 +413,14 @@ fn parse_ready_tcp(line: &str) -> Option<u16> {
     listeners
         .split(',')
         .find_map(|l| l.strip_prefix("tcp:127.0.0.1:"))?
+        .parse()
+        .ok()
+}
+
+/// The port of `http=127.0.0.1:PORT` in a ready line.
+fn parse_ready_http(line: &str) -> Option<u16> {
+    line.split(' ')
+        .find_map(|field| field.strip_prefix("http=127.0.0.1:"))?
         .parse()
         .ok()
 }
