@@ -293,7 +293,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 transfer: transfer_fails
                     .map_or(TransferBehaviour::Succeed, TransferBehaviour::Fail),
                 caller_on_dnc_list: caller_on_dnc,
-                started_at_ms: now_ms(),
+                started_at_ms: crate::time::unix_ms(),
             };
             simulate_cmd(&path, &keys, json, options, &engine)
         }
@@ -358,13 +358,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::New { name, lang, dir } => crate::scaffold::run(&name, lang, &dir),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn parent_dir(path: &Path) -> PathBuf {

@@ -25,5 +25,6 @@ pub mod server;
 pub mod simulate;
 pub mod sip;
 pub mod store;
+pub mod time;
 pub mod tree;
 pub mod tts;

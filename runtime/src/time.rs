@@ -1,4 +1,5 @@
-//! RFC 3339 timestamps without a date crate: the API only ever prints UTC.
+//! Wall-clock time as the runtime records it: milliseconds since the Unix epoch, printed as
+//! RFC 3339 UTC without a date crate.
 
 /// Milliseconds since the Unix epoch as `2026-03-09T12:00:00.000Z`.
 pub fn rfc3339(ms: u64) -> String {
@@ -28,8 +29,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Now, in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
+/// Now, in ms since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

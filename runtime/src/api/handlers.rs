@@ -1,11 +1,11 @@
 //! The route handlers. Each documents itself for the OpenAPI document (`utoipa::path`).
 
-use super::time::{now_ms, rfc3339};
 use super::{ApiError, ApiState};
 use crate::engine::content_version;
 use crate::engine::folder::ROUTES_FILE;
 use crate::engine::registry::{Routes, ivr_name, parse_routes};
 use crate::store::{CallFilter, CallRecord, DncEntry};
+use crate::time::{rfc3339, unix_ms as now_ms};
 use crate::tree::{self, TreeFile, ValidateOptions};
 use axum::Json;
 use axum::body::Bytes;

@@ -10,7 +10,6 @@
 //! Auth: bearer API keys, compared in constant time; every route but `/healthz` needs one.
 
 mod handlers;
-mod time;
 
 use crate::engine::{IvrEngine, Registry};
 use crate::store::Store;

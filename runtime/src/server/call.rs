@@ -19,6 +19,7 @@ use crate::media::codec::Codec;
 use crate::media::digits::{DigitMerger, DigitSource};
 use crate::sip::{CallHandle, IncomingCall, sdp};
 use crate::store::CallRecord;
+use crate::time::unix_ms;
 use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -238,13 +239,6 @@ async fn wait_for_end(events: &mut mpsc::UnboundedReceiver<CallEvent>) -> &'stat
             Some(_) => {}
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Writes a call's trace as `DIR/<call-id>.json`, the call id made safe as a file name.

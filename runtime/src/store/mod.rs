@@ -185,10 +185,7 @@ impl SqliteStore {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(crate::time::unix_ms()).unwrap_or(i64::MAX)
 }
 
 fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
