@@ -944,8 +944,13 @@ pub async fn call_history(
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Vec<CallRecord>>> {
     let store = state.store.clone();
+    // An unencoded `+` in a query string decodes to a space: `?did=+1415…` means `+1415…`.
+    let did = q.did.map(|d| match d.strip_prefix(' ') {
+        Some(rest) => format!("+{rest}"),
+        None => d,
+    });
     let filter = CallFilter {
-        did: q.did,
+        did,
         ivr: q.ivr,
         outcome: q.outcome,
         since_ms: q.since_ms,

@@ -186,6 +186,11 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(get_call))
         .routes(routes!(metrics_text))
         .split_for_parts();
+    let (public, public_doc) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .split_for_parts();
+    let mut openapi = openapi;
+    openapi.merge(public_doc);
     let openapi = Arc::new(openapi);
     let protected = protected
         .route(
@@ -200,10 +205,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
             require_key,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
-    axum::Router::new()
-        .route("/healthz", axum::routing::get(healthz))
-        .merge(protected)
-        .with_state(state)
+    public.merge(protected).with_state(state)
 }
 
 async fn require_key(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
@@ -232,6 +234,8 @@ async fn require_key(State(state): State<Arc<ApiState>>, request: Request, next:
     }
 }
 
+/// Liveness, without a key: `{"status": "ok", "ivrs": N}`.
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Object)))]
 async fn healthz(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "ivrs": state.registry.names().len()}))
 }
