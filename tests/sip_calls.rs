@@ -1064,3 +1064,321 @@ fn the_pcap_writer_writes_rtp_that_tshark_reads_back() {
         assert_eq!(p.time_us, 20_000 * i as u64);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// In-band tolerances carried in a call's audio: frequency deviation and twist
+// ---------------------------------------------------------------------------------------------
+
+/// The level of the louder tone of the tolerance signals (as [`ToneBuilder`]: about -15 dBm0).
+const TOLERANCE_AMP: f64 = 6000.0;
+
+/// An in-band signal whose tones may be off frequency and unequal in level, built 20 ms frame
+/// by 20 ms frame (what [`ToneBuilder`] cannot: its tones are exact and equal).
+#[derive(Debug, Default, Clone)]
+struct SkewedTones {
+    pcm: Vec<i16>,
+}
+
+/// How one key's two tones are bent.
+#[derive(Debug, Clone, Copy)]
+struct Skew {
+    /// Frequency factors of the row (low) and column (high) tone.
+    row_scale: f64,
+    col_scale: f64,
+    /// Attenuation in dB of the row and column tone below [`TOLERANCE_AMP`].
+    row_db: f64,
+    col_db: f64,
+}
+
+impl Skew {
+    /// Both tones shifted by `percent`, equal levels.
+    fn shifted(percent: f64) -> Skew {
+        let s = 1.0 + percent / 100.0;
+        Skew {
+            row_scale: s,
+            col_scale: s,
+            row_db: 0.0,
+            col_db: 0.0,
+        }
+    }
+
+    /// Normal twist: the row tone `db` below the column tone.
+    fn row_below(db: f64) -> Skew {
+        Skew {
+            row_db: db,
+            ..Skew::shifted(0.0)
+        }
+    }
+
+    /// Reverse twist: the column tone `db` below the row tone.
+    fn col_below(db: f64) -> Skew {
+        Skew {
+            col_db: db,
+            ..Skew::shifted(0.0)
+        }
+    }
+}
+
+impl SkewedTones {
+    fn new() -> SkewedTones {
+        SkewedTones::default()
+    }
+
+    /// Appends `frames` × 20 ms of silence.
+    fn silence(mut self, frames: usize) -> SkewedTones {
+        self.pcm
+            .extend(std::iter::repeat_n(0, frames * FRAME_SAMPLES));
+        self
+    }
+
+    /// Appends `frames` × 20 ms of the key's tones, bent by `skew`.
+    fn tone(mut self, key: char, skew: Skew, frames: usize) -> SkewedTones {
+        let (row, col) = sipp::dtmf_frequencies(key);
+        let (fr, fc) = (row * skew.row_scale, col * skew.col_scale);
+        let ar = TOLERANCE_AMP / 10f64.powf(skew.row_db / 20.0);
+        let ac = TOLERANCE_AMP / 10f64.powf(skew.col_db / 20.0);
+        for i in 0..frames * FRAME_SAMPLES {
+            let t = i as f64 / 8000.0;
+            let v = ar * (std::f64::consts::TAU * fr * t).sin()
+                + ac * (std::f64::consts::TAU * fc * t).sin();
+            self.pcm.push(v.round() as i16);
+        }
+        self
+    }
+
+    /// The signal in PCMU, one payload per 20 ms.
+    fn pcmu_frames(&self) -> Vec<Vec<u8>> {
+        self.pcm
+            .chunks(FRAME_SAMPLES)
+            .map(|chunk| {
+                let mut pcm = [0i16; FRAME_SAMPLES];
+                pcm[..chunk.len()].copy_from_slice(chunk);
+                let mut out = vec![0u8; FRAME_SAMPLES];
+                let n = Codec::Pcmu.encode(&pcm, &mut out).expect("encode a frame");
+                out.truncate(n);
+                out
+            })
+            .collect()
+    }
+}
+
+/// One key of `skew`, 100 ms, between 200 ms silences.
+fn one_skewed_key(key: char, skew: Skew) -> SkewedTones {
+    SkewedTones::new()
+        .silence(10)
+        .tone(key, skew, 5)
+        .silence(10)
+}
+
+/// `1` shifted +3.5 % and then `1` shifted −3.5 % (both tones), 100 ms each, 200 ms apart.
+fn one_shifted_both_ways_by_3_5_percent() -> SkewedTones {
+    SkewedTones::new()
+        .silence(10)
+        .tone('1', Skew::shifted(3.5), 5)
+        .silence(10)
+        .tone('1', Skew::shifted(-3.5), 5)
+        .silence(10)
+}
+
+/// `9` bent by `reject` (must not be detected: it would lead to `dnc`), then `1` bent by
+/// `accept` (must be detected: `has_license`), 100 ms each, 300 ms apart.
+fn nine_rejected_then_one_accepted(reject: Skew, accept: Skew) -> SkewedTones {
+    SkewedTones::new()
+        .silence(10)
+        .tone('9', reject, 5)
+        .silence(15)
+        .tone('1', accept, 5)
+        .silence(10)
+}
+
+/// What the runtime's detector, fed directly (no call), reports for a signal.
+fn detected_keys(signal: &SkewedTones) -> String {
+    let mut detector = wasm_ivr::media::dtmf::InbandDetector::new();
+    let mut keys = String::new();
+    for frame in signal.pcmu_frames() {
+        detector.feed_g711(Codec::Pcmu, &frame, |d| keys.push(d.as_char()));
+    }
+    keys
+}
+
+/// The tolerance signals of tests 7b-7e, checked against the runtime's detector directly: a
+/// failure of a call test is then the call path's, not the signal's.
+#[test]
+fn the_in_band_tolerance_signals_hold_the_expected_keys() {
+    let cases: [(&str, SkewedTones, &str); 10] = [
+        ("1 +1.5 %", one_skewed_key('1', Skew::shifted(1.5)), "1"),
+        ("1 -1.5 %", one_skewed_key('1', Skew::shifted(-1.5)), "1"),
+        ("1 +3.5 %", one_skewed_key('1', Skew::shifted(3.5)), ""),
+        ("1 -3.5 %", one_skewed_key('1', Skew::shifted(-3.5)), ""),
+        ("1 ±3.5 %", one_shifted_both_ways_by_3_5_percent(), ""),
+        (
+            "1 row -7.5 dB",
+            one_skewed_key('1', Skew::row_below(7.5)),
+            "1",
+        ),
+        (
+            "9 row -8.5 dB",
+            one_skewed_key('9', Skew::row_below(8.5)),
+            "",
+        ),
+        (
+            "1 col -3.5 dB",
+            one_skewed_key('1', Skew::col_below(3.5)),
+            "1",
+        ),
+        (
+            "9 col -4.5 dB",
+            one_skewed_key('9', Skew::col_below(4.5)),
+            "",
+        ),
+        (
+            "9 row -8.5 dB, 1 row -7.5 dB",
+            nine_rejected_then_one_accepted(Skew::row_below(8.5), Skew::row_below(7.5)),
+            "1",
+        ),
+    ];
+    for (name, signal, expected) in &cases {
+        assert_eq!(detected_keys(signal), *expected, "{name}");
+    }
+    let reverse = nine_rejected_then_one_accepted(Skew::col_below(4.5), Skew::col_below(3.5));
+    assert_eq!(detected_keys(&reverse), "1", "9 col -4.5 dB, 1 col -3.5 dB");
+    // The rejected signals are rejected for the bend, not for the key or the level: the same
+    // tones unbent are detected.
+    for key in ['1', '9'] {
+        assert_eq!(
+            detected_keys(&one_skewed_key(key, Skew::shifted(0.0))),
+            key.to_string(),
+            "{key} unbent"
+        );
+    }
+}
+
+/// A seed call that plays `signal` one second in and hangs up 2.5 s after; the detected key
+/// must be exactly `1` (welcome → has_license) and no `9` may have been seen.
+fn in_band_call_detects_one(name: &str, signal: &SkewedTones) {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let pcap = dir.logs.join(format!("{name}.pcap"));
+    sipp::write_rtp_pcap(&pcap, 0, &signal.pcmu_frames());
+    let run = Sipp::call(
+        &dir,
+        name,
+        SEED_DID,
+        &[
+            Step::Pause(1000),
+            Step::Pcap(pcap),
+            Step::Pause(2500),
+            Step::Bye,
+        ],
+    )
+    .timeout(30)
+    .run(&server);
+
+    // The path first: a wrongly detected `9` shows as dnc (whose hang-up also fails SIPp's BYE).
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.gather_results().first(),
+        Some(&json!({"digits": "1"})),
+        "{name}: the `1` is the first key (a detected `9` would lead to dnc)\n{}",
+        trace.pretty()
+    );
+    assert_path(&trace, &["welcome", "has_license"], &server);
+    assert!(
+        !trace.0["digits"].to_string().contains('9'),
+        "{name}: no `9` may be detected\n{}",
+        trace.pretty()
+    );
+    run.assert_success(&server);
+    assert_outcome(&trace, "caller-hangup", &server);
+    server.assert_running();
+}
+
+/// 7b. In-band `1` with both tones 1.5 % high is a key press.
+#[test]
+fn in_band_dtmf_1_5_percent_high_is_detected() {
+    in_band_call_detects_one(
+        "inband-1-plus-1.5pct",
+        &one_skewed_key('1', Skew::shifted(1.5)),
+    );
+}
+
+/// 7c. In-band `1` with both tones 1.5 % low is a key press.
+#[test]
+fn in_band_dtmf_1_5_percent_low_is_detected() {
+    in_band_call_detects_one(
+        "inband-1-minus-1.5pct",
+        &one_skewed_key('1', Skew::shifted(-1.5)),
+    );
+}
+
+/// 7d. In-band `1` with both tones 3.5 % high, then 3.5 % low, is no key at all: the call stays
+///     in `welcome` until the caller hangs up after the prompt.
+#[test]
+fn in_band_dtmf_3_5_percent_off_is_not_detected() {
+    let _serial = sipp::serial();
+    let (dir, mut server) = seed_server();
+    let pcap = dir.logs.join("inband-1-pm-3.5pct.pcap");
+    sipp::write_rtp_pcap(
+        &pcap,
+        0,
+        &one_shifted_both_ways_by_3_5_percent().pcmu_frames(),
+    );
+    let run = Sipp::call(
+        &dir,
+        "inband-1-pm-3.5pct",
+        SEED_DID,
+        // The signal ends ~1.7 s in; BYE ~8 s in: after the 6.3 s prompt, before the 5 s
+        // first-key timeout would replay welcome.
+        &[
+            Step::Pause(1000),
+            Step::Pcap(pcap),
+            Step::Pause(7000),
+            Step::Bye,
+        ],
+    )
+    .timeout(30)
+    .run(&server);
+
+    // The path first: a detected `1` shows as has_license.
+    let trace = server.trace(&run.call_id);
+    assert!(
+        trace.path().iter().all(|node| node == "welcome"),
+        "the call must never leave welcome\n{}\n{}",
+        trace.pretty(),
+        server.log()
+    );
+    let gathers = trace.gather_results();
+    assert!(
+        matches!(gathers.first(), Some(g) if *g == json!("timeout") || *g == json!("hung-up")),
+        "the first gather times out or ends with the caller's BYE, no digits: {gathers:?}\n{}",
+        trace.pretty()
+    );
+    assert!(
+        !trace.0["digits"].to_string().contains('1'),
+        "no `1` may be detected\n{}",
+        trace.pretty()
+    );
+    run.assert_success(&server);
+    assert_outcome(&trace, "caller-hangup", &server);
+    server.assert_running();
+}
+
+/// 7e. Normal twist: a `9` whose row tone is 8.5 dB below its column is no key (it would lead
+///     to dnc); the `1` after it with the row 7.5 dB below is.
+#[test]
+fn in_band_dtmf_normal_twist_limit_is_8_db() {
+    in_band_call_detects_one(
+        "inband-twist-row",
+        &nine_rejected_then_one_accepted(Skew::row_below(8.5), Skew::row_below(7.5)),
+    );
+}
+
+/// 7f. Reverse twist: a `9` whose column tone is 4.5 dB below its row is no key; the `1`
+///     after it with the column 3.5 dB below is.
+#[test]
+fn in_band_dtmf_reverse_twist_limit_is_4_db() {
+    in_band_call_detects_one(
+        "inband-twist-col",
+        &nine_rejected_then_one_accepted(Skew::col_below(4.5), Skew::col_below(3.5)),
+    );
+}
