@@ -5,7 +5,9 @@
 //! calls with SIPp (scenarios rendered from `tests/sipp/uac_call.xml`; the caller takes the
 //! runtime's REFER with `fragments/await_refer.xml` and reports the transfer with
 //! `fragments/notify_refer.xml`), and checks SIPp's message log, the call trace and the call
-//! record read back with `wasm-ivr calls --json`.
+//! record read back with `wasm-ivr calls --json`. In bridge mode (`[transfer] mode = "bridge"`)
+//! the transfer target is a SIPp UAS of the test's own (`tests/sipp/uas_agent*.xml`) on the
+//! configured port, its messages logged like a caller's and its media port captured.
 //!
 //! The network tests send raw datagrams from sockets bound on loopback (127.0.0.1 and other
 //! 127.0.0.0/8 addresses): the RFC 4475 torture messages of
@@ -16,13 +18,16 @@
 
 mod common;
 
-use common::sipp::{self, CallDir, SEED_DID, Server, ServerOptions, Sipp, SippRun, Step};
+use common::sipp::{
+    self, CallDir, Capture, SEED_DID, Server, ServerOptions, Sipp, SippRun, Step, ToneBuilder,
+};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use wasm_ivr::media::codec::Codec;
 
 /// The transfer fixture's number (`tests/fixtures/calls/transfers/routes.toml`).
 const DESK_DID: &str = "+15005550150";
@@ -55,6 +60,11 @@ struct Setup {
     proxy: String,
     /// `[transfer.internal] "200"`.
     extension_200: String,
+    /// The ports of `agent`, `proxy` and `extension_200` (where a bridge-mode test's SIPp
+    /// agent listens).
+    agent_port: u16,
+    proxy_port: u16,
+    pbx_port: u16,
 }
 
 impl Setup {
@@ -67,6 +77,16 @@ impl Setup {
 
     /// Like [`Setup::new`] with `[transfer] timeout_s`.
     fn with_timeout(dir: CallDir, sip: &str, timeout_s: u64) -> Setup {
+        Setup::configured(dir, sip, timeout_s, "refer")
+    }
+
+    /// `[transfer] mode = "bridge"`: the runtime calls the targets itself (a test starts a SIPp
+    /// [`Agent`] on the target's port first).
+    fn bridge(dir: CallDir, timeout_s: u64) -> Setup {
+        Setup::configured(dir, "", timeout_s, "bridge")
+    }
+
+    fn configured(dir: CallDir, sip: &str, timeout_s: u64, mode: &str) -> Setup {
         let agent_port = sipp::free_ports(1);
         let proxy_port = sipp::free_ports(1);
         let pbx_port = sipp::free_ports(1);
@@ -76,7 +96,7 @@ impl Setup {
         let store = dir.logs.join("wasm-ivr.db");
         let config = dir.logs.join("wasm-ivr.toml");
         let text = format!(
-            "[sip]\n{sip}\n\n[store]\npath = \"{}\"\n\n[transfer]\nmode = \"refer\"\n\
+            "[sip]\n{sip}\n\n[store]\npath = \"{}\"\n\n[transfer]\nmode = \"{mode}\"\n\
              default = \"{agent}\"\nexternal_prefix = \"9\"\noutbound_proxy = \"{proxy}\"\n\
              timeout_s = {timeout_s}\n\n[transfer.internal]\n\"200\" = \"{extension_200}\"\n",
             store.display()
@@ -89,6 +109,9 @@ impl Setup {
             agent,
             proxy,
             extension_200,
+            agent_port,
+            proxy_port,
+            pbx_port,
         }
     }
 
@@ -1012,6 +1035,693 @@ fn dnc_list_takes_the_store_after_the_action() {
         "`wasm-ivr dnc list --store FILE --csv` failed: {err}"
     );
     assert!(out.contains("+14155550100,"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bridged transfers: the runtime calls a SIPp agent itself and relays the media
+// ---------------------------------------------------------------------------------------------
+
+/// The telephone-event payload type the agents answer with: not the runtime's 101, so the
+/// relay has to rewrite it on each leg.
+const AGENT_TE: u8 = 96;
+
+/// What a SIPp agent does after the ACK of its 200 (the steps of `tests/sipp/uas_agent.xml`).
+enum AgentStep {
+    /// Waits this many ms.
+    Pause(u32),
+    /// `play_pcap_audio` of this pcap (asynchronous: follow it with a pause).
+    Pcap(PathBuf),
+    /// Waits up to this many ms for the runtime's BYE and answers 200 (`fragments/await_bye.xml`).
+    AwaitBye(u32),
+    /// The agent hangs up and wants the runtime's 200 (`fragments/uas_bye.xml`).
+    Bye,
+}
+
+/// The transfer target of a bridge-mode test: a SIPp UAS on 127.0.0.1:`port` taking one call,
+/// its messages logged (`-trace_msg`) like a caller's.
+struct Agent {
+    child: std::process::Child,
+    label: String,
+    logs: PathBuf,
+    scenario: PathBuf,
+    /// SIPp's media port (`-mp`): the port of the agent's SDP answer.
+    media_port: u16,
+    started: Instant,
+    timeout_s: u32,
+}
+
+impl Agent {
+    /// An agent that rings, answers 200 (PCMU and telephone-event [`AGENT_TE`]) and then does
+    /// `steps`.
+    fn answering(dir: &CallDir, name: &str, port: u16, steps: &[AgentStep]) -> Agent {
+        let sipp_dir = common::root().join("tests/sipp");
+        let read = |file: &str| {
+            let path = sipp_dir.join(file);
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        };
+        let mut rendered = String::new();
+        for step in steps {
+            match step {
+                AgentStep::Pause(ms) => {
+                    rendered.push_str(&format!("  <pause milliseconds=\"{ms}\"/>\n"));
+                }
+                AgentStep::Pcap(path) => rendered.push_str(&format!(
+                    "  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n",
+                    path.display()
+                )),
+                AgentStep::AwaitBye(ms) => rendered
+                    .push_str(&read("fragments/await_bye.xml").replace("{{MS}}", &ms.to_string())),
+                AgentStep::Bye => rendered.push_str(&read("fragments/uas_bye.xml")),
+            }
+        }
+        let xml = read("uas_agent.xml")
+            .replace("{{NAME}}", name)
+            .replace("{{TE}}", &AGENT_TE.to_string())
+            .replace("{{STEPS}}", &rendered);
+        let label = Agent::label(name);
+        let scenario = dir.logs.join(format!("{label}.xml"));
+        std::fs::write(&scenario, xml).expect("write the agent's scenario");
+        Agent::spawn(dir, label, scenario, port)
+    }
+
+    /// An agent running `tests/sipp/FILE` as it is.
+    fn file(dir: &CallDir, file: &str, port: u16) -> Agent {
+        let label = Agent::label(file.trim_end_matches(".xml"));
+        Agent::spawn(
+            dir,
+            label,
+            common::root().join("tests/sipp").join(file),
+            port,
+        )
+    }
+
+    fn label(name: &str) -> String {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Not a caller's label (`NAME-PID-N`): the two write their logs side by side.
+        format!("agent-{name}-{}-{n}", std::process::id())
+    }
+
+    fn log(logs: &Path, label: &str, what: &str) -> PathBuf {
+        logs.join(format!("{label}.{what}"))
+    }
+
+    /// Starts SIPp as a UAS on 127.0.0.1:`port` and waits (bounded) until the port is taken.
+    fn spawn(dir: &CallDir, label: String, scenario: PathBuf, port: u16) -> Agent {
+        let logs = dir.logs.clone();
+        // SIPp binds the media port and the port two above it.
+        let media_port = sipp::free_ports(4);
+        let control_port = sipp::free_ports(1);
+        let timeout_s = 40;
+        let file = |what: &str| {
+            std::fs::File::create(Agent::log(&logs, &label, what)).expect("agent log file")
+        };
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(&scenario)
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &port.to_string()])
+            .args(["-mp", &media_port.to_string()])
+            .args(["-cp", &control_port.to_string()])
+            .args(["-m", "1", "-nostdin"])
+            .args(["-timeout", &format!("{timeout_s}s"), "-timeout_error"])
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(Agent::log(&logs, &label, "messages.log"))
+            .arg("-trace_err")
+            .arg("-error_file")
+            .arg(Agent::log(&logs, &label, "errors.log"))
+            .arg("-trace_screen")
+            .arg("-screen_file")
+            .arg(Agent::log(&logs, &label, "screen.log"))
+            .current_dir(&logs)
+            .stdin(Stdio::null())
+            .stdout(file("stdout"))
+            .stderr(file("stderr"))
+            .spawn()
+            .expect("start sipp (Debian package sip-tester)");
+        let mut agent = Agent {
+            child,
+            label,
+            logs,
+            scenario,
+            media_port,
+            started: Instant::now(),
+            timeout_s,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!(
+                    "the SIPp agent exited before listening ({status})\n{}",
+                    agent.finish(Some(status)).report()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the SIPp agent did not bind 127.0.0.1:{port} within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    /// Waits for the agent's SIPp to exit (killed 15 s after its own global timeout).
+    fn wait(mut self) -> SippRun {
+        let limit = Duration::from_secs(u64::from(self.timeout_s) + 15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll sipp") {
+                break Some(status);
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.finish(status)
+    }
+
+    fn finish(&self, status: Option<std::process::ExitStatus>) -> SippRun {
+        let read = |what: &str| {
+            std::fs::read_to_string(Agent::log(&self.logs, &self.label, what)).unwrap_or_default()
+        };
+        SippRun {
+            status,
+            call_id: String::new(),
+            scenario: self.scenario.clone(),
+            media_port: self.media_port,
+            messages: read("messages.log"),
+            errors: read("errors.log"),
+            screen: read("screen.log"),
+            stderr: read("stderr"),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The one INVITE the agent got (the runtime's outbound leg).
+fn the_invite(agent: &SippRun) -> common::sipp::LoggedMessage {
+    let invites = agent.requests("INVITE");
+    assert_eq!(invites.len(), 1, "one INVITE\n{}", agent.report());
+    invites.into_iter().next().expect("one")
+}
+
+/// Checks the outbound INVITE: Request-URI, To, the caller as From, and an offer of the
+/// caller's codec (PCMU, as the bridge tests' callers offer only it) plus telephone-event 101.
+fn assert_outbound_invite(invite: &common::sipp::LoggedMessage, uri: &str) {
+    assert_eq!(
+        invite.start_line(),
+        format!("INVITE {uri} SIP/2.0"),
+        "the Request-URI\n{}",
+        invite.text
+    );
+    assert!(
+        invite.header("To").is_some_and(|to| to.contains(uri)),
+        "To is the destination\n{}",
+        invite.text
+    );
+    assert!(
+        invite.header("From").is_some_and(|f| f.contains(CALLER)),
+        "From carries the caller\n{}",
+        invite.text
+    );
+    let body = invite.body();
+    let m_line = body
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .unwrap_or_else(|| panic!("an SDP offer\n{}", invite.text));
+    assert!(
+        m_line.trim_end().ends_with(" RTP/AVP 0 101"),
+        "the offer is the caller's codec and telephone-event 101: {m_line}\n{}",
+        invite.text
+    );
+    assert!(
+        body.contains("a=rtpmap:101 telephone-event/8000"),
+        "{}",
+        invite.text
+    );
+}
+
+/// The RTP port of the runtime's offer in the outbound INVITE.
+fn offered_port(invite: &common::sipp::LoggedMessage) -> u16 {
+    invite
+        .body()
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio port\n{}", invite.text))
+}
+
+/// A caller offering only PCMU and telephone-event 101 (the codec the agents answer with).
+fn bridge_caller(setup: &Setup, name: &str, did: &str, steps: &[Step]) -> Sipp {
+    Sipp::call_offering(&setup.dir, name, did, &[0, 101], steps)
+        .caller(CALLER)
+        .timeout(45)
+}
+
+/// One RFC 4733 event (`event`, volume 10), 8 packets of 20 ms, the last three with the E bit.
+fn rfc4733_event(event: u8) -> Vec<Vec<u8>> {
+    (1..=8u16)
+        .map(|i| {
+            let duration = i.min(6) * 160;
+            let flags = if i >= 6 { 0x8a } else { 0x0a };
+            let [hi, lo] = duration.to_be_bytes();
+            vec![event, flags, hi, lo]
+        })
+        .collect()
+}
+
+/// The SSRC of [`sipp::write_rtp_pcap`]'s packets.
+const PCAP_SSRC: u32 = 0x1234_5678;
+
+/// 1. The seed tree, `1 1 1`, in bridge mode: the runtime INVITEs the default agent with the
+///    path and digits; once it answers, the caller's audio and RFC 2833 `5` reach the agent
+///    (the event with the agent's payload type) and the agent's reach the caller (with the
+///    caller's); the caller hangs up, the agent gets BYE; the record says transfer.
+#[test]
+fn bridge_seed_one_one_one_calls_the_agent_and_relays_media() {
+    let _serial = sipp::serial();
+    let setup = Setup::bridge(CallDir::seed(), 10);
+    let server = setup.start();
+    // A second of PCMU tone each way, an RFC 4733 event each way.
+    let tone = setup.dir.logs.join("bridge-tone.pcap");
+    sipp::write_rtp_pcap(
+        &tone,
+        0,
+        &ToneBuilder::new().tone('1', 50).frames(Codec::Pcmu),
+    );
+    let agent_event = setup.dir.logs.join("bridge-agent-event-7.pcap");
+    sipp::write_rtp_pcap(&agent_event, AGENT_TE, &rfc4733_event(7));
+    let agent = Agent::answering(
+        &setup.dir,
+        "bridge-agent",
+        setup.agent_port,
+        &[
+            AgentStep::Pause(1500),
+            AgentStep::Pcap(tone.clone()),
+            AgentStep::Pause(1300),
+            AgentStep::Pcap(agent_event),
+            AgentStep::Pause(400),
+            AgentStep::AwaitBye(20_000),
+        ],
+    );
+    let caller = bridge_caller(
+        &setup,
+        "bridge-seed",
+        SEED_DID,
+        &steps(&[
+            keys("111"),
+            vec![
+                Step::Pause(1000),
+                Step::Pcap(tone),
+                Step::Pause(1300),
+                Step::Rfc2833('5'),
+                Step::Pause(2500),
+                Step::Bye,
+            ],
+        ]),
+    );
+    let at_agent = Capture::start(&setup.dir.logs.join("agent-media.pcap"), agent.media_port)
+        .expect("tcpdump on the agent's media port");
+    let at_caller = Capture::start(&setup.dir.logs.join("caller-media.pcap"), caller.media_port)
+        .expect("tcpdump on the caller's media port");
+    let run = caller.run(&server);
+    let agent_run = agent.wait();
+    let agent_pcap = at_agent.stop();
+    let caller_pcap = at_caller.stop();
+    run.assert_success(&server);
+    agent_run.assert_success(&server);
+
+    let invite = the_invite(&agent_run);
+    assert_outbound_invite(&invite, &setup.agent);
+    assert_eq!(
+        invite.header("X-IVR-Path"),
+        Some("welcome,has_license,service_area,transfer_ai"),
+        "{}",
+        invite.text
+    );
+    assert_eq!(
+        invite.header("X-IVR-Digits"),
+        Some("1,1,1"),
+        "{}",
+        invite.text
+    );
+    assert!(
+        run.requests("BYE").is_empty(),
+        "the caller hung up\n{}",
+        run.report()
+    );
+    assert_eq!(
+        agent_run.requests("BYE").len(),
+        1,
+        "the agent gets the runtime's BYE\n{}",
+        agent_run.report()
+    );
+
+    // At the agent: the caller's tone (PCMU) and its `5` with the agent's payload type, both
+    // from the port the runtime offered.
+    let leg_port = offered_port(&invite);
+    let packets = sipp::rtp_packets(&agent_pcap, agent_run.media_port).expect("tshark");
+    let summary = |packets: &[sipp::RtpPacket]| {
+        packets
+            .iter()
+            .map(|p| format!("{}:pt{}:ssrc{:x}", p.src_port, p.payload_type, p.ssrc))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let audio = packets
+        .iter()
+        .filter(|p| p.payload_type == 0 && p.ssrc == PCAP_SSRC)
+        .count();
+    let events: Vec<_> = packets
+        .iter()
+        .filter(|p| p.payload_type == AGENT_TE)
+        .collect();
+    assert!(
+        audio >= 45,
+        "the agent gets the caller's 50 tone packets ({audio}): {}",
+        summary(&packets)
+    );
+    assert!(
+        !events.is_empty() && events.iter().all(|p| p.payload.first() == Some(&5)),
+        "the agent gets the caller's `5` as telephone-event {AGENT_TE}: {}",
+        summary(&packets)
+    );
+    assert!(
+        packets.iter().all(|p| p.payload_type != 101),
+        "no telephone-event 101 reaches the agent (it answered {AGENT_TE}): {}",
+        summary(&packets)
+    );
+    assert!(
+        packets.iter().all(|p| p.src_port == leg_port),
+        "the agent's media comes from the offered port {leg_port}: {}",
+        summary(&packets)
+    );
+
+    // At the caller: the agent's tone and its `7` with the caller's payload type (101).
+    let packets = sipp::rtp_packets(&caller_pcap, run.media_port).expect("tshark");
+    let relayed: Vec<_> = packets
+        .iter()
+        .filter(|p| p.ssrc == PCAP_SSRC)
+        .cloned()
+        .collect();
+    let audio = relayed.iter().filter(|p| p.payload_type == 0).count();
+    let events: Vec<_> = relayed.iter().filter(|p| p.payload_type == 101).collect();
+    assert!(
+        audio >= 45,
+        "the caller gets the agent's 50 tone packets ({audio}): {}",
+        summary(&relayed)
+    );
+    assert!(
+        !events.is_empty() && events.iter().all(|p| p.payload.first() == Some(&7)),
+        "the caller gets the agent's `7` as telephone-event 101: {}",
+        summary(&relayed)
+    );
+    assert!(
+        relayed.iter().all(|p| p.payload_type != AGENT_TE),
+        "telephone-event {AGENT_TE} is rewritten for the caller: {}",
+        summary(&relayed)
+    );
+
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.path(),
+        ["welcome", "has_license", "service_area", "transfer_ai"],
+        "{}",
+        trace.pretty()
+    );
+    assert_eq!(trace.outcome(), "transfer", "{}", trace.pretty());
+    let transfers = trace.events("transfer");
+    assert!(
+        transfers.len() == 1 && transfers[0]["result"] == "ok",
+        "{}",
+        trace.pretty()
+    );
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        SEED_DID,
+        "plumber-qualifier",
+        &["welcome", "has_license", "service_area", "transfer_ai"],
+        &["1", "1", "1"],
+        "transfer",
+    );
+    assert!(
+        record["destination"].as_str().is_some(),
+        "a transfer's record says where it went: {record}"
+    );
+}
+
+/// The transfer event's result, lower case, of a trace with exactly one transfer.
+fn transfer_result(trace: &sipp::Trace) -> String {
+    let transfers = trace.events("transfer");
+    assert_eq!(transfers.len(), 1, "one transfer\n{}", trace.pretty());
+    transfers[0]["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a transfer result\n{}", trace.pretty()))
+        .to_ascii_lowercase()
+}
+
+/// 2a. Bridge mode, the agent answers 486: busy → the tree's failed_node; the record says
+///     hangup (how `sorry` ends the call).
+#[test]
+fn bridge_busy_agent_takes_the_failed_node() {
+    let _serial = sipp::serial();
+    let setup = Setup::bridge(CallDir::fixture("transfers"), 10);
+    let server = setup.start();
+    let agent = Agent::file(&setup.dir, "uas_agent_busy.xml", setup.agent_port);
+    // sorry: not_qualified.wav (4.2 s), then BYE
+    let run = bridge_caller(
+        &setup,
+        "bridge-busy",
+        DESK_DID,
+        &steps(&[keys("1"), vec![Step::AwaitBye(15_000)]]),
+    )
+    .run(&server);
+    let agent_run = agent.wait();
+    run.assert_success(&server);
+    agent_run.assert_success(&server);
+    let invite = the_invite(&agent_run);
+    assert_outbound_invite(&invite, &setup.agent);
+    assert_eq!(
+        invite.header("X-IVR-campaign"),
+        Some("spring"),
+        "{}",
+        invite.text
+    );
+    assert_eq!(invite.header("X-IVR-Path"), Some("menu,to_default"));
+    assert_eq!(invite.header("X-IVR-Digits"), Some("1"));
+    assert_eq!(run.requests("BYE").len(), 1, "{}", run.report());
+
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.path(),
+        ["menu", "to_default", "sorry"],
+        "{}",
+        trace.pretty()
+    );
+    assert_eq!(trace.outcome(), "hangup", "{}", trace.pretty());
+    let result = transfer_result(&trace);
+    assert!(result.contains("busy"), "busy: {}", trace.pretty());
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "to_default", "sorry"],
+        &["1"],
+        "hangup",
+    );
+}
+
+/// 2b. Bridge mode, the agent rings and never answers: after `timeout_s = 3` the runtime
+///     CANCELs it (and ACKs the 487), no-answer → failed_node.
+#[test]
+fn bridge_unanswered_agent_is_cancelled_as_no_answer() {
+    let _serial = sipp::serial();
+    let setup = Setup::bridge(CallDir::fixture("transfers"), 3);
+    let server = setup.start();
+    let agent = Agent::file(&setup.dir, "uas_agent_ringing.xml", setup.agent_port);
+    let run = bridge_caller(
+        &setup,
+        "bridge-ringing",
+        DESK_DID,
+        &steps(&[keys("1"), vec![Step::AwaitBye(20_000)]]),
+    )
+    .run(&server);
+    let agent_run = agent.wait();
+    run.assert_success(&server);
+    agent_run.assert_success(&server);
+    let invite = the_invite(&agent_run);
+    assert_outbound_invite(&invite, &setup.agent);
+    let cancels = agent_run.requests("CANCEL");
+    assert_eq!(cancels.len(), 1, "one CANCEL\n{}", agent_run.report());
+    assert_eq!(
+        cancels[0].start_line(),
+        format!("CANCEL {} SIP/2.0", setup.agent),
+        "{}",
+        cancels[0].text
+    );
+    assert_eq!(cancels[0].header("Call-ID"), invite.header("Call-ID"));
+
+    let trace = server.trace(&run.call_id);
+    assert_eq!(
+        trace.path(),
+        ["menu", "to_default", "sorry"],
+        "{}",
+        trace.pretty()
+    );
+    let result = transfer_result(&trace);
+    assert!(
+        result.contains("noanswer") || result.contains("no-answer"),
+        "no-answer: {}",
+        trace.pretty()
+    );
+    let waited = trace.step_at_ms("sorry").expect("sorry")
+        - trace.step_at_ms("to_default").expect("to_default");
+    assert!(
+        (2_900..5_000).contains(&waited),
+        "timeout_s = 3, waited {waited} ms\n{}",
+        trace.pretty()
+    );
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "to_default", "sorry"],
+        &["1"],
+        "hangup",
+    );
+}
+
+/// 3. Bridge mode, the agent hangs up first: the runtime answers its BYE and sends the caller
+///    a BYE; the record says transfer.
+#[test]
+fn bridge_agent_hanging_up_hangs_up_the_caller() {
+    let _serial = sipp::serial();
+    let setup = Setup::bridge(CallDir::fixture("transfers"), 10);
+    let server = setup.start();
+    let agent = Agent::answering(
+        &setup.dir,
+        "bridge-agent-bye",
+        setup.agent_port,
+        &[AgentStep::Pause(1500), AgentStep::Bye],
+    );
+    let run = bridge_caller(
+        &setup,
+        "bridge-agent-bye",
+        DESK_DID,
+        &steps(&[keys("1"), vec![Step::AwaitBye(15_000)]]),
+    )
+    .run(&server);
+    let agent_run = agent.wait();
+    run.assert_success(&server);
+    agent_run.assert_success(&server);
+    assert_outbound_invite(&the_invite(&agent_run), &setup.agent);
+    assert_eq!(
+        run.requests("BYE").len(),
+        1,
+        "the caller gets the runtime's BYE\n{}",
+        run.report()
+    );
+    assert!(
+        agent_run.requests("BYE").is_empty(),
+        "the agent hung up itself\n{}",
+        agent_run.report()
+    );
+    let trace = server.trace(&run.call_id);
+    assert_eq!(trace.path(), ["menu", "to_default"], "{}", trace.pretty());
+    assert_eq!(trace.outcome(), "transfer", "{}", trace.pretty());
+    let record = call_record(&setup.store, &run.call_id, &server);
+    assert_record(
+        &record,
+        CALLER,
+        DESK_DID,
+        "transfer-desk",
+        &["menu", "to_default"],
+        &["1"],
+        "transfer",
+    );
+}
+
+/// 4. Bridge mode: the external number is INVITEd as `sip:9<digits>@<outbound proxy>` at the
+///    proxy's address, extension 200 as its `[transfer.internal]` URI at its own address.
+#[test]
+fn bridge_external_number_and_internal_extension_invite_their_uris() {
+    let _serial = sipp::serial();
+    let setup = Setup::bridge(CallDir::fixture("transfers"), 10);
+    let server = setup.start();
+    let cases = [
+        (
+            '2',
+            "to_external",
+            setup.proxy_port,
+            format!("sip:914155550123@{}", setup.proxy),
+        ),
+        (
+            '3',
+            "to_internal",
+            setup.pbx_port,
+            setup.extension_200.clone(),
+        ),
+    ];
+    for (key, node, port, uri) in cases {
+        let key_text = key.to_string();
+        let agent = Agent::answering(
+            &setup.dir,
+            &format!("bridge-{node}"),
+            port,
+            &[AgentStep::AwaitBye(20_000)],
+        );
+        let run = bridge_caller(
+            &setup,
+            &format!("bridge-{node}"),
+            DESK_DID,
+            &steps(&[keys(&key_text), vec![Step::Pause(1500), Step::Bye]]),
+        )
+        .run(&server);
+        let agent_run = agent.wait();
+        run.assert_success(&server);
+        agent_run.assert_success(&server);
+        let invite = the_invite(&agent_run);
+        assert_outbound_invite(&invite, &uri);
+        assert_eq!(
+            invite.header("X-IVR-Path"),
+            Some(format!("menu,{node}").as_str()),
+            "{}",
+            invite.text
+        );
+        assert_eq!(agent_run.requests("BYE").len(), 1, "{}", agent_run.report());
+        let trace = server.trace(&run.call_id);
+        assert_eq!(trace.outcome(), "transfer", "{}", trace.pretty());
+        let record = call_record(&setup.store, &run.call_id, &server);
+        assert_record(
+            &record,
+            CALLER,
+            DESK_DID,
+            "transfer-desk",
+            &["menu", node],
+            &[key_text.as_str()],
+            "transfer",
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
