@@ -300,9 +300,12 @@ impl RtpCall {
         deadline: tokio::time::Instant,
     ) -> Result<(), CallError> {
         tracing::info!(call = ?self.handle, %uri, "transferring (REFER)");
+        // The context rides in the Refer-To URI too, so the transferee's INVITE carries it to
+        // whoever answers; the REFER itself carries it for anything on the path.
+        let refer_to = with_uri_headers(&uri, &headers);
         let _ = self
             .commands
-            .send(SipCommand::Refer(self.handle, uri, headers));
+            .send(SipCommand::Refer(self.handle, refer_to, headers));
         let mut accepted = false;
         loop {
             let event = tokio::select! {
@@ -484,6 +487,48 @@ impl RtpCall {
         agent_receiver.abort();
         tracing::info!(call = ?self.handle, bridged_s = bridged_at.elapsed().as_secs_f64(), "bridge ended");
         Ok(())
+    }
+}
+
+/// `uri` with `headers` as URI headers (RFC 3261 §19.1.1), escaped.
+fn with_uri_headers(uri: &str, headers: &[(String, String)]) -> String {
+    if headers.is_empty() {
+        return uri.to_owned();
+    }
+    let escape = |text: &str| -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.!~*'()[]/:+$".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let pairs: Vec<String> = headers
+        .iter()
+        .map(|(name, value)| format!("{}={}", escape(name), escape(value)))
+        .collect();
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{separator}{}", pairs.join("&"))
+}
+
+#[cfg(test)]
+mod uri_header_tests {
+    #[test]
+    fn context_rides_in_the_refer_to_uri() {
+        let headers = vec![
+            ("X-IVR-Path".to_owned(), "welcome,has_license".to_owned()),
+            ("X-IVR-Note".to_owned(), "a b&c=d".to_owned()),
+        ];
+        let uri = super::with_uri_headers("sip:agent@127.0.0.1:5085", &headers);
+        assert_eq!(
+            uri,
+            "sip:agent@127.0.0.1:5085?X-IVR-Path=welcome%2Chas_license&X-IVR-Note=a%20b%26c%3Dd"
+        );
+        assert!(crate::sip::message::Uri::parse(&uri).is_ok());
+        assert_eq!(super::with_uri_headers("sip:a@b", &[]), "sip:a@b");
     }
 }
 
