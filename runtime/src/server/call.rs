@@ -514,24 +514,6 @@ fn with_uri_headers(uri: &str, headers: &[(String, String)]) -> String {
     format!("{uri}{separator}{}", pairs.join("&"))
 }
 
-#[cfg(test)]
-mod uri_header_tests {
-    #[test]
-    fn context_rides_in_the_refer_to_uri() {
-        let headers = vec![
-            ("X-IVR-Path".to_owned(), "welcome,has_license".to_owned()),
-            ("X-IVR-Note".to_owned(), "a b&c=d".to_owned()),
-        ];
-        let uri = super::with_uri_headers("sip:agent@127.0.0.1:5085", &headers);
-        assert_eq!(
-            uri,
-            "sip:agent@127.0.0.1:5085?X-IVR-Path=welcome%2Chas_license&X-IVR-Note=a%20b%26c%3Dd"
-        );
-        assert!(crate::sip::message::Uri::parse(&uri).is_ok());
-        assert_eq!(super::with_uri_headers("sip:a@b", &[]), "sip:a@b");
-    }
-}
-
 /// The failure a SIP status means for the IVR.
 fn transfer_failure(status: u16) -> CallError {
     CallError::TransferFailed(match status {
@@ -816,5 +798,23 @@ impl CallChannel for RtpCall {
             .and_then(|r| r.map_err(|e| e.to_string()));
         self.hang_up(goodbye).await;
         written.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod uri_header_tests {
+    #[test]
+    fn context_rides_in_the_refer_to_uri() {
+        let headers = vec![
+            ("X-IVR-Path".to_owned(), "welcome,has_license".to_owned()),
+            ("X-IVR-Note".to_owned(), "a b&c=d".to_owned()),
+        ];
+        let uri = super::with_uri_headers("sip:agent@127.0.0.1:5085", &headers);
+        assert_eq!(
+            uri,
+            "sip:agent@127.0.0.1:5085?X-IVR-Path=welcome%2Chas_license&X-IVR-Note=a%20b%26c%3Dd"
+        );
+        assert!(crate::sip::message::Uri::parse(&uri).is_ok());
+        assert_eq!(super::with_uri_headers("sip:a@b", &[]), "sip:a@b");
     }
 }
