@@ -527,3 +527,25 @@ async fn compiled_components_are_cached_and_a_bad_cache_entry_is_ignored() {
     let report = run(&engine3, &registry, Arc::new(loaded), "").await;
     assert_eq!(report.outcome, Outcome::Hangup);
 }
+
+#[tokio::test]
+async fn invalid_keys_on_a_tree_are_counted_per_node() {
+    let engine = common::engine();
+    let registry = Arc::new(Registry::new());
+    let seed = load_seed(&engine, &registry);
+    // 5 is not on the welcome menu: the node replays, then 1 2 goes on.
+    let report = run(&engine, &registry, seed, "5 1 2").await;
+    assert_eq!(
+        report.path,
+        ["welcome", "welcome", "has_license", "unqualified"]
+    );
+    let text = wasm_ivr::metrics::metrics().render();
+    assert!(
+        text.contains("wasm_ivr_invalid_keys_total{ivr=\"plumber-qualifier\",node=\"welcome\"}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("node=\"has_license\"}"),
+        "valid keys are not counted: {text}"
+    );
+}

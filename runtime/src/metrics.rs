@@ -79,6 +79,7 @@ pub struct Metrics {
     steps: Labelled,
     gathers: Labelled,
     dtmf: Labelled,
+    invalid_keys: Labelled,
     instantiations: AtomicU64,
     instantiate_micros: AtomicU64,
     rtp_packets: AtomicU64,
@@ -129,6 +130,11 @@ impl Metrics {
     /// A gather ended: `digits`, `partial`, `timeout`, `hung-up`, `error`.
     pub fn gather(&self, ivr: &str, result: &str) {
         self.gathers.add(&[ivr, result], 1);
+    }
+
+    /// A caller's entry matched none of a tree node's keys.
+    pub fn invalid_key(&self, ivr: &str, node: &str) {
+        self.invalid_keys.add(&[ivr, node], 1);
     }
 
     /// A digit arrived by this transport (`rfc4733`, `sip-info`, `inband`).
@@ -207,6 +213,12 @@ impl Metrics {
             "wasm_ivr_dtmf_digits_total",
             "Digits received, by transport.",
             &["transport"],
+        );
+        self.invalid_keys.render(
+            &mut out,
+            "wasm_ivr_invalid_keys_total",
+            "Tree entries that matched no key, by IVR and node.",
+            &["ivr", "node"],
         );
         gauge(
             &mut out,

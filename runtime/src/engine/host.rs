@@ -263,7 +263,17 @@ impl wit::wasm_ivr::ivr::call::Host for CallState {
             call.trace.digits.push(d.clone());
         }
         let view = gather_view(&result);
-        crate::metrics::metrics().gather(&ivr.name, view.label());
+        let metrics = crate::metrics::metrics();
+        metrics.gather(&ivr.name, view.label());
+        // A tree's gather node knows its keys: an entry that matches none is an invalid key.
+        if let (Ok(GatherResult::Digits(d) | GatherResult::Partial(d)), Some(nodes), Some(node)) =
+            (&result, &ivr.gather_keys, call.trace.path.last())
+        {
+            let node = node.rsplit('/').next().unwrap_or(node);
+            if nodes.get(node).is_some_and(|keys| !keys.contains(d)) {
+                metrics.invalid_key(&ivr.name, node);
+            }
+        }
         call.trace.push(TraceEvent::Gather {
             at_ms: at,
             prompts: prompts_view(&options.prompts),

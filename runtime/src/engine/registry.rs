@@ -38,6 +38,8 @@ pub struct LoadedIvr {
     pub load_time: Duration,
     /// Warnings found while loading (trees).
     pub warnings: Vec<Diagnostic>,
+    /// For trees: each gather node's keys, so the engine can count invalid keys per node.
+    pub gather_keys: Option<HashMap<String, HashSet<String>>>,
     pub(crate) pre: wit::IvrPre<CallState>,
 }
 
@@ -124,7 +126,18 @@ impl IvrEngine {
                 message: format!("cannot lower the tree: {e}"),
             }])
         })?;
+        let gather_keys = lowered
+            .nodes
+            .iter()
+            .filter_map(|(node, spec)| match spec {
+                tree::LoweredNode::Gather { keys, .. } => {
+                    Some((node.clone(), keys.keys().cloned().collect()))
+                }
+                _ => None,
+            })
+            .collect();
         Ok(LoadedIvr {
+            gather_keys: Some(gather_keys),
             name: name.to_owned(),
             version: content_version(text.as_bytes()),
             kind: IvrKind::Tree,
@@ -171,6 +184,7 @@ impl IvrEngine {
             config,
             load_time: started.elapsed(),
             warnings: Vec::new(),
+            gather_keys: None,
             pre,
         })
     }
