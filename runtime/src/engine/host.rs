@@ -29,7 +29,8 @@ pub mod wit {
         exports: { default: async },
     });
 
-    pub use wasm_ivr::ivr::types::{
+    // `self::`: in doctest builds `wasm_ivr` is also this crate's own name.
+    pub use self::wasm_ivr::ivr::types::{
         CallError, Destination, GatherOptions, GatherResult, LogLevel, Prompt, Speech,
         TransferFailure,
     };
