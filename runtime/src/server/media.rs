@@ -328,7 +328,6 @@ impl MediaSession {
 pub struct Pacer {
     sessions: Mutex<HashMap<u64, Weak<MediaSession>>>,
     next_id: AtomicU64,
-    late_ticks: AtomicU64,
 }
 
 impl Pacer {
@@ -340,21 +339,6 @@ impl Pacer {
         }
     }
 
-    /// Sessions currently paced.
-    pub fn len(&self) -> usize {
-        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
-    /// Whether no session is paced.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Ticks that ran more than a frame late.
-    pub fn late_ticks(&self) -> u64 {
-        self.late_ticks.load(Ordering::Relaxed)
-    }
-
     /// Runs the clock until the pacer is dropped by everyone else.
     pub async fn run(self: Arc<Self>) {
         let mut interval = tokio::time::interval(FRAME);
@@ -364,7 +348,6 @@ impl Pacer {
         loop {
             let scheduled = interval.tick().await;
             if Instant::now().duration_since(scheduled.into_std()) > FRAME {
-                self.late_ticks.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::metrics().late_tick();
             }
             live.clear();
