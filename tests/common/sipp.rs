@@ -202,6 +202,9 @@ pub struct ServerOptions {
     pub http: bool,
     /// Extra environment variables, e.g. `WASM_IVR_API_KEYS`.
     pub env: Vec<(String, String)>,
+    /// Listen on `[::1]` instead of 127.0.0.1 (SIP over UDP, and TCP with [`Self::tcp`]; RTP
+    /// follows the listener's address). Callers then need [`Sipp::over_ipv6`].
+    pub ipv6: bool,
 }
 
 impl Default for ServerOptions {
@@ -215,6 +218,7 @@ impl Default for ServerOptions {
             tcp: false,
             http: false,
             env: Vec::new(),
+            ipv6: false,
         }
     }
 }
@@ -230,6 +234,8 @@ pub struct Server {
     pub http_port: Option<u16>,
     /// The `--rtp-ports` range.
     pub rtp: (u16, u16),
+    /// The SIP listeners' address: 127.0.0.1, or ::1 with [`ServerOptions::ipv6`].
+    pub ip: std::net::IpAddr,
     /// `--call-traces`.
     pub traces: PathBuf,
     /// Its stderr.
@@ -257,10 +263,11 @@ impl Server {
             .arg(&dir.ivrs)
             .args([
                 "--sip-listen",
-                if options.tcp {
-                    "udp:127.0.0.1:0,tcp:127.0.0.1:0"
-                } else {
-                    "udp:127.0.0.1:0"
+                match (options.ipv6, options.tcp) {
+                    (false, true) => "udp:127.0.0.1:0,tcp:127.0.0.1:0",
+                    (false, false) => "udp:127.0.0.1:0",
+                    (true, true) => "udp:[::1]:0,tcp:[::1]:0",
+                    (true, false) => "udp:[::1]:0",
                 },
             ])
             .arg("--rtp-ports")
@@ -316,6 +323,11 @@ impl Server {
             tcp_port: None,
             http_port: None,
             rtp: (lo, hi),
+            ip: if options.ipv6 {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            },
             traces: dir.traces.clone(),
             log_path,
         };
@@ -403,18 +415,25 @@ impl Drop for Server {
 }
 
 fn parse_ready(line: &str) -> Option<u16> {
-    let rest = line.strip_prefix("ready sip=udp:127.0.0.1:")?;
-    rest.split([' ', ',']).next()?.parse().ok()
+    ready_listener_port(line, "udp")
 }
 
-/// The port of the `tcp:127.0.0.1:PORT` listener in a ready line.
+/// The port of the `tcp:ADDRESS:PORT` listener in a ready line.
 fn parse_ready_tcp(line: &str) -> Option<u16> {
+    ready_listener_port(line, "tcp")
+}
+
+/// The port of the first loopback (`127.0.0.1` or `[::1]`) listener of `transport` in a ready
+/// line (`ready sip=udp:127.0.0.1:PORT,tcp:[::1]:PORT rtp=...`).
+fn ready_listener_port(line: &str, transport: &str) -> Option<u16> {
     let listeners = line.strip_prefix("ready sip=")?.split(' ').next()?;
-    listeners
-        .split(',')
-        .find_map(|l| l.strip_prefix("tcp:127.0.0.1:"))?
-        .parse()
-        .ok()
+    listeners.split(',').find_map(|listener| {
+        let addr = listener.strip_prefix(transport)?.strip_prefix(':')?;
+        let (host, port) = addr.rsplit_once(':')?;
+        matches!(host, "127.0.0.1" | "[::1]")
+            .then(|| port.parse().ok())
+            .flatten()
+    })
 }
 
 /// The port of `http=127.0.0.1:PORT` in a ready line.
@@ -915,6 +934,15 @@ impl Sipp {
         self
     }
 
+    /// Calls from `::1` (`-i ::1`, SDP `c=IN IP6 ::1`) to a server started with
+    /// [`ServerOptions::ipv6`].
+    pub fn over_ipv6(mut self) -> Sipp {
+        self.local_ip = "::1".to_owned();
+        // SIPp's `%s` in -cid_str is the local address as it prints it, without brackets.
+        self.call_id = self.call_id.replace("@127.0.0.1", "@::1");
+        self
+    }
+
     /// Makes the caller's From user `user` (e.g. `+14155550100`) instead of `sipp`, in every
     /// request of the rendered scenario.
     pub fn caller(self, user: &str) -> Sipp {
@@ -944,8 +972,14 @@ impl Sipp {
             server.sip_port
         };
         let transport: &[&str] = if self.tcp { &["-t", "t1"] } else { &[] };
+        let target = std::net::SocketAddr::new(server.ip, port);
+        assert_eq!(
+            target.is_ipv6(),
+            self.local_ip.contains(':'),
+            "an IPv6 server needs an IPv6 caller (Sipp::over_ipv6) and the other way round"
+        );
         let child = Command::new("sipp")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(target.to_string())
             .args(transport)
             .arg("-sf")
             .arg(&self.scenario)
@@ -1195,10 +1229,16 @@ impl Capture {
     /// Starts `tcpdump -i lo -U -w PATH udp and dst port PORT` and waits (bounded) until it
     /// listens.
     pub fn start(path: &Path, port: u16) -> Result<Capture, String> {
+        Capture::start_to(path, "127.0.0.1".parse().expect("an address"), port)
+    }
+
+    /// Like [`Capture::start`], for datagrams to `host` (127.0.0.1 or ::1) port `port`.
+    pub fn start_to(path: &Path, host: std::net::IpAddr, port: u16) -> Result<Capture, String> {
+        assert!(host.is_loopback(), "captures stay on loopback: {host}");
         let mut child = Command::new("tcpdump")
             .args(["-i", "lo", "-U", "-n", "-s", "0", "-w"])
             .arg(path)
-            .arg(format!("udp and dst host 127.0.0.1 and dst port {port}"))
+            .arg(format!("udp and dst host {host} and dst port {port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
