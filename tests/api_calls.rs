@@ -526,7 +526,7 @@ fn a_patch_changes_new_calls_and_not_the_call_in_progress() {
         "api-patch-a",
         SEED_DID,
         &[
-            Step::Pause(14_000),
+            Step::Pause(20_000),
             Step::Info('2'),
             Step::Pause(2000),
             Step::Bye,
@@ -585,8 +585,8 @@ fn a_patch_changes_new_calls_and_not_the_call_in_progress() {
     assert_eq!(b_trace.outcome(), "hangup", "{}", b_trace.pretty());
     assert_eq!(b_trace.0["version"], new_version, "{}", b_trace.pretty());
     assert!(
-        b_started.elapsed() < Duration::from_secs(10),
-        "call B took {:?}; call A presses 2 at ~14 s and must do so after B ended",
+        b_started.elapsed() < Duration::from_secs(15),
+        "call B took {:?}; call A presses 2 at ~20 s and must do so after B ended",
         b_started.elapsed()
     );
 

@@ -503,6 +503,13 @@ async fn compiled_components_are_cached_and_a_bad_cache_entry_is_ignored() {
         .collect();
     // The tree guest and the testbed component.
     assert_eq!(entries.len(), 2, "{entries:?}");
+    let mtimes_after_first_load: std::collections::HashMap<_, _> = entries
+        .iter()
+        .map(|e| {
+            let mtime = e.metadata().and_then(|m| m.modified()).expect("mtime");
+            (e.path(), mtime)
+        })
+        .collect();
 
     // A fresh engine loads from the cache and runs.
     let engine2 = common::engine_with_cache(Some(cache.clone()));
@@ -512,6 +519,54 @@ async fn compiled_components_are_cached_and_a_bad_cache_entry_is_ignored() {
     assert_eq!(again.version, first.version);
     let report = run(&engine2, &registry, Arc::new(again), "").await;
     assert_eq!(report.path, ["counter", "count-1"]);
+
+    // That was a cache hit, not a second compile: the entry named by the component's SHA-256
+    // was not rewritten, and with another component's compiled code under its name a fresh
+    // engine runs that code instead of the .wasm's.
+    use sha2::Digest;
+    let wasm = std::fs::read(dir.path().join("counter.wasm")).expect("read counter.wasm");
+    let key: String = sha2::Sha256::digest(&wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (counter_entry, other_entry): (Vec<_>, Vec<_>) =
+        entries.iter().map(|e| e.path()).partition(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&key))
+        });
+    assert_eq!(
+        counter_entry.len(),
+        1,
+        "one entry for the testbed: {entries:?}"
+    );
+    assert_eq!(
+        other_entry.len(),
+        1,
+        "one entry for the tree guest: {entries:?}"
+    );
+    let modified = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+    };
+    assert_eq!(
+        modified(&counter_entry[0]),
+        mtimes_after_first_load[&counter_entry[0]],
+        "loading from the cache must not rewrite the entry"
+    );
+    let genuine = std::fs::read(&counter_entry[0]).expect("read entry");
+    std::fs::copy(&other_entry[0], &counter_entry[0]).expect("swap in the tree guest's code");
+    let engine_swapped = common::engine_with_cache(Some(cache.clone()));
+    let swapped = engine_swapped
+        .load_path(&dir.path().join("counter.wasm"), &LoadContext::default())
+        .expect("the tree guest's code loads under the testbed's name");
+    let report = run(&engine_swapped, &registry, Arc::new(swapped), "").await;
+    assert_ne!(
+        report.path,
+        ["counter", "count-1"],
+        "the compiled code came from the cache entry, so the testbed's behaviour is gone"
+    );
+    std::fs::write(&counter_entry[0], genuine).expect("restore the entry");
 
     // Corrupt every entry: loading still works (recompiles) and rewrites the cache.
     for entry in std::fs::read_dir(&cache)

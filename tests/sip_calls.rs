@@ -189,10 +189,12 @@ fn a_key_during_the_prompt_barges_in() {
         trace.pretty()
     );
     let at = trace.step_at_ms("has_license");
+    // Barge-in: the key (at ~1 s) cut the prompt short, so has_license starts before the
+    // welcome prompt would have ended; without barge-in it could not start before.
     assert!(
-        at.is_some_and(|ms| ms < 4000),
-        "has_license should start < 4000 ms into the call (the key came at ~1000 ms; the \
-         prompt lasts {WELCOME_MS} ms), got {at:?}\n{}",
+        at.is_some_and(|ms| ms < WELCOME_MS),
+        "has_license should start before the {WELCOME_MS} ms prompt ends (the key came at \
+         ~1000 ms), got {at:?}\n{}",
         trace.pretty()
     );
     assert_path(&trace, &["welcome", "has_license"], &server);
@@ -373,11 +375,12 @@ fn prompt_arrives_intact(name: &str, offer: &[u8], codec: Codec) {
         "the concatenated payloads are the prompt's {} bytes",
         codec.name()
     );
-    // Paced in real time (not a benchmark: a burst would be a broken pacer).
+    // Paced in real time, not sent in a burst (a broken pacer). Lateness is the benchmark's
+    // business (docs/BENCHMARKS.md), so the upper bound only catches a stalled stream.
     let span_ms = (in_prompt[n - 1].time_us - in_prompt[0].time_us) / 1000;
     let expected_ms = (n as u64 - 1) * 20;
     assert!(
-        span_ms * 10 >= expected_ms * 8 && span_ms * 10 <= expected_ms * 15,
+        span_ms * 10 >= expected_ms * 8 && span_ms <= expected_ms * 4,
         "the prompt's {n} packets took {span_ms} ms to arrive, {expected_ms} ms expected"
     );
     let trace = server.trace(&run.call_id);
@@ -514,8 +517,9 @@ fn caller_bye_mid_prompt_is_answered_and_ends_the_call() {
         trace.pretty()
     );
     let duration = trace.0["duration_ms"].as_u64();
+    // Played on, the call would last the whole prompt and its 5 s timeout at least.
     assert!(
-        duration.is_some_and(|d| d < 5000),
+        duration.is_some_and(|d| d < WELCOME_MS),
         "the call should end with the BYE at ~2 s, not play on: duration_ms {duration:?}"
     );
     server.assert_running();
@@ -622,13 +626,13 @@ fn editing_the_tree_mid_call_changes_new_calls_only() {
         "reload-a",
         SEED_DID,
         &[
-            Step::Pause(15_000),
+            Step::Pause(24_000),
             Step::Info('1'),
             Step::Pause(1500),
             Step::Bye,
         ],
     )
-    .timeout(45)
+    .timeout(60)
     .spawn(&server);
     std::thread::sleep(Duration::from_millis(2000));
 
@@ -655,9 +659,11 @@ fn editing_the_tree_mid_call_changes_new_calls_only() {
     let b_trace = server.trace(&b.call_id);
     assert_path(&b_trace, &["welcome", "unqualified"], &server);
     assert_outcome(&b_trace, "hangup", &server);
+    // The test's own precondition (A presses 1 at ~24 s, B starts at ~3.5 s), with room for
+    // a loaded machine.
     assert!(
-        b_started.elapsed() < Duration::from_millis(11_000),
-        "call B took {:?}; call A presses 1 at ~15 s and must do so after B ended",
+        b_started.elapsed() < Duration::from_millis(20_000),
+        "call B took {:?}; call A presses 1 at ~24 s and must do so after B ended",
         b_started.elapsed()
     );
 
@@ -948,6 +954,11 @@ fn rtp_from_source_port_zero_does_not_hijack_the_media() {
     let after = sipp::count_rtp(&advertised, Duration::from_millis(2000));
     let run = call.wait();
     run.assert_success(&server);
+    assert!(
+        early >= 10,
+        "the prompt goes to the SDP address from the start: {early} packets in 1.5 s\n{}",
+        server.log()
+    );
     assert!(
         after >= 80,
         "the prompt must keep going to the SDP address after RTP from port 0 arrived: \

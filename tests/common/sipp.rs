@@ -386,16 +386,22 @@ impl Server {
     }
 
     /// Open sockets of the server process (from `/proc/PID/fd`).
+    ///
+    /// Panics when the count cannot be read: a leak check must not pass on a zero it never saw.
     pub fn open_sockets(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| std::fs::read_link(e.path()).ok())
-                    .filter(|target| target.to_string_lossy().starts_with("socket:"))
-                    .count()
-            })
-            .unwrap_or(0)
+        let entries = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap_or_else(|e| panic!("cannot list the server's file descriptors: {e}"));
+        let mut sockets = 0;
+        for entry in entries {
+            let entry = entry.unwrap_or_else(|e| panic!("cannot read a descriptor entry: {e}"));
+            // A descriptor closed between the listing and the read is simply gone.
+            if let Ok(target) = std::fs::read_link(entry.path())
+                && target.to_string_lossy().starts_with("socket:")
+            {
+                sockets += 1;
+            }
+        }
+        sockets
     }
 
     /// Waits (bounded) for the trace of `call_id`.

@@ -1128,7 +1128,7 @@ fn torture_root() -> std::path::PathBuf {
     std::path::PathBuf::from("/work/shared/sip-torture")
 }
 
-fn torture_files() -> Option<Vec<(String, Vec<u8>)>> {
+fn torture_files() -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     let root = torture_root();
     for dir in [root.join("rfc4475"), root.join("rfc5118")] {
@@ -1141,12 +1141,12 @@ fn torture_files() -> Option<Vec<(String, Vec<u8>)>> {
         }
     }
     files.sort();
-    Some(files)
+    files
 }
 
 #[test]
 fn torture_messages_get_their_verdicts() {
-    let Some(files) = torture_files() else { return };
+    let files = torture_files();
     let mut failures = Vec::new();
     for (name, data) in &files {
         let Some((_, verdict)) = TORTURE.iter().find(|(n, _)| n == name) else {
@@ -1188,11 +1188,7 @@ fn torture_messages_get_their_verdicts() {
 
 #[test]
 fn no_input_panics() {
-    let mut corpus: Vec<Vec<u8>> = torture_files()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(_, d)| d)
-        .collect();
+    let mut corpus: Vec<Vec<u8>> = torture_files().into_iter().map(|(_, d)| d).collect();
     corpus.push(invite("np", "z9hG4bKnp", Some(OFFER), &[]));
     corpus.push(in_dialog("INFO", "np", "t", 2, "z9hG4bKnp2", &[], "x"));
     let mut h = Harness::new();
