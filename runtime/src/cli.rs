@@ -104,6 +104,15 @@ pub struct ServeArgs {
     /// SIP requests per second allowed per source address; 0 turns the limit off (default 500).
     #[arg(long, env = "WASM_IVR_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
+    /// Prune call records older than this many days; 0 keeps them forever (default 90).
+    #[arg(long, env = "WASM_IVR_RECORDS_KEEP_DAYS")]
+    pub records_keep_days: Option<u64>,
+    /// Keep at most this many call records, newest first; 0: no cap (default 1000000).
+    #[arg(long, env = "WASM_IVR_RECORDS_MAX")]
+    pub records_max: Option<u64>,
+    /// Keep at most this many trace files, newest first; 0: no cap (default 10000).
+    #[arg(long, env = "WASM_IVR_TRACES_KEEP")]
+    pub traces_keep: Option<u64>,
     /// Engine flags.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -742,6 +751,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(traces)
             .with_context(|| format!("cannot create {}", traces.display()))?;
     }
+    let retention = crate::store::retention::Retention::from_settings(
+        args.records_keep_days.or(file.calls.records_keep_days),
+        args.records_max.or(file.calls.records_max),
+        args.traces_keep.or(file.calls.traces_keep),
+        call_traces.clone(),
+    );
     let server_config = ServerConfig {
         listen,
         rtp_ports,
@@ -833,6 +848,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             &api_keys,
         ));
         let http = start_api(http_listen.as_deref(), http_explicit, api_state).await?;
+        // Pruned at start and then periodically; the task ends with the runtime.
+        tokio::spawn(crate::store::retention::run(
+            store.clone(),
+            retention,
+            crate::store::retention::PRUNE_INTERVAL,
+        ));
         let server = Server::bind(server_config, engine, registry, prompts, speech, store).await?;
         let addrs: Vec<String> = server
             .local_addrs()

@@ -25,6 +25,9 @@
 //!
 //! [calls]
 //! # traces_dir = "traces"            # one JSON trace per finished call
+//! records_keep_days = 90             # call records older than this are pruned (0: keep all)
+//! records_max = 1000000              # at most this many call records, newest kept (0: no cap)
+//! traces_keep = 10000                # at most this many trace files, newest kept (0: no cap)
 //!
 //! [store]
 //! path = "wasm-ivr.db"               # SQLite: do-not-call list, call records
@@ -291,6 +294,12 @@ pub struct EngineSection {
 pub struct CallsSection {
     /// Where to write call traces.
     pub traces_dir: Option<PathBuf>,
+    /// Call records older than this many days are pruned (0: kept forever; default 90).
+    pub records_keep_days: Option<u64>,
+    /// At most this many call records are kept, newest first (0: no cap; default 1 000 000).
+    pub records_max: Option<u64>,
+    /// At most this many trace files are kept, newest first (0: no cap; default 10 000).
+    pub traces_keep: Option<u64>,
 }
 
 /// A settings file that cannot be used.

@@ -87,6 +87,8 @@ pub struct Metrics {
     pacer_late_ticks: AtomicU64,
     reloads: Labelled,
     live: Mutex<BTreeMap<String, LiveCall>>,
+    store_errors: Labelled,
+    pruned: Labelled,
 }
 
 /// The process's metrics.
@@ -163,6 +165,18 @@ impl Metrics {
     pub fn reload(&self, result: &str, count: u64) {
         if count > 0 {
             self.reloads.add(&[result], count);
+        }
+    }
+
+    /// A store operation failed for good (after its retries).
+    pub fn store_error(&self, op: &str) {
+        self.store_errors.add(&[op], 1);
+    }
+
+    /// Retention removed old call records (`records`) or trace files (`traces`).
+    pub fn pruned(&self, what: &str, count: u64) {
+        if count > 0 {
+            self.pruned.add(&[what], count);
         }
     }
 
@@ -260,6 +274,18 @@ impl Metrics {
             "wasm_ivr_reloads_total",
             "IVR folder changes by result.",
             &["result"],
+        );
+        self.store_errors.render(
+            &mut out,
+            "wasm_ivr_store_errors_total",
+            "Store operations that failed after their retries, by operation.",
+            &["op"],
+        );
+        self.pruned.render(
+            &mut out,
+            "wasm_ivr_pruned_total",
+            "Call records and trace files removed by retention.",
+            &["what"],
         );
         out
     }

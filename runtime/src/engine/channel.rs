@@ -35,7 +35,9 @@ pub trait CallChannel: Send {
     async fn hang_up(&mut self, goodbye: &[Prompt]);
 
     /// Puts the caller on the do-not-call list (durably, first), plays the goodbye and ends
-    /// the call.
+    /// the call. When the caller could not be listed it returns why, having ended the call
+    /// *without* the goodbye: the goodbye tells the caller they were removed, which would be
+    /// a lie.
     async fn suppress(&mut self, goodbye: &[Prompt]) -> Result<(), String>;
 }
 

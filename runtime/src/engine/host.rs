@@ -13,7 +13,7 @@ use super::channel::{
 use super::guest_log::GuestLog;
 use super::registry::{LoadedIvr, Registry};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, ResourceTable};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
@@ -42,13 +42,50 @@ use wit::{CallError, CallInfo, Destination, GatherOptions, GatherResult, LogLeve
 /// enter each other ends instead of exhausting the stack.
 pub const MAX_IVR_DEPTH: u8 = 8;
 
-/// Guest CPU time for the whole call, measured only while guest code runs (not while it waits
-/// on the caller).
-#[derive(Debug)]
+/// Guest CPU time for the whole call: the CPU time of the thread running the guest, counted
+/// only while guest code runs (not while it waits on the caller) and only inside the polls of
+/// its own call. Time the thread spends descheduled, or running other calls, is not charged, so
+/// a loaded machine does not push a healthy guest over its budget; a looping guest still burns
+/// its own CPU and is stopped.
+///
+/// A handle: clones share one meter, so the poll wrapper ([`metered`]) and the epoch callback
+/// (which sees the meter through the store) account into the same total.
+#[derive(Debug, Clone)]
 pub struct CpuMeter {
     budget: Duration,
+    state: Arc<Mutex<MeterState>>,
+}
+
+#[derive(Debug, Default)]
+struct MeterState {
     spent: Duration,
-    running_since: Option<Instant>,
+    /// Guest code is running (between `resume` and `pause`), as opposed to waiting in a host
+    /// import.
+    running: bool,
+    /// Thread CPU clock when the current measured slice began, on the thread polling now.
+    slice_start: Option<Duration>,
+    /// Nested polls of metered futures (a sub-menu IVR runs inside its parent's poll): only the
+    /// outermost opens and closes slices.
+    polls: u32,
+}
+
+/// The calling thread's CPU time. A thread's clock cannot be unreadable on Linux; should it
+/// ever be, `rustix` reports zero and the guest is charged nothing for that slice (the wall
+/// clock limits of the call still apply).
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+impl MeterState {
+    fn close_slice(&mut self) {
+        if let Some(start) = self.slice_start.take() {
+            self.spent += thread_cpu().saturating_sub(start);
+        }
+    }
 }
 
 impl CpuMeter {
@@ -56,29 +93,80 @@ impl CpuMeter {
     pub fn new(budget: Duration) -> Self {
         CpuMeter {
             budget,
-            spent: Duration::ZERO,
-            running_since: None,
+            state: Arc::new(Mutex::new(MeterState::default())),
         }
     }
 
-    fn resume(&mut self) {
-        self.running_since.get_or_insert_with(Instant::now);
+    fn with<T>(&self, f: impl FnOnce(&mut MeterState) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state)
     }
 
-    fn pause(&mut self) {
-        if let Some(since) = self.running_since.take() {
-            self.spent += since.elapsed();
-        }
+    /// Guest code starts (or continues after a host import): charge from now, on this thread.
+    fn resume(&self) {
+        self.with(|s| {
+            s.running = true;
+            if s.slice_start.is_none() {
+                s.slice_start = Some(thread_cpu());
+            }
+        });
     }
 
-    /// Guest time used so far.
+    /// Guest code stops (a host import is about to wait): charge up to now.
+    fn pause(&self) {
+        self.with(|s| {
+            s.close_slice();
+            s.running = false;
+        });
+    }
+
+    /// A poll of the call's future begins on this thread.
+    fn poll_started(&self) {
+        self.with(|s| {
+            s.polls += 1;
+            if s.polls == 1 && s.running && s.slice_start.is_none() {
+                s.slice_start = Some(thread_cpu());
+            }
+        });
+    }
+
+    /// The poll ends: whatever ran since it began on this thread is charged; the time until the
+    /// next poll (other tasks, another thread) is not.
+    fn poll_ended(&self) {
+        self.with(|s| {
+            s.polls = s.polls.saturating_sub(1);
+            if s.polls == 0 {
+                s.close_slice();
+            }
+        });
+    }
+
+    /// Guest CPU time used so far (read on the thread running the guest, as the epoch callback
+    /// does, to include the current slice).
     pub fn used(&self) -> Duration {
-        self.spent + self.running_since.map(|s| s.elapsed()).unwrap_or_default()
+        self.with(|s| {
+            s.spent
+                + s.slice_start
+                    .map(|start| thread_cpu().saturating_sub(start))
+                    .unwrap_or_default()
+        })
     }
 
     fn exceeded(&self) -> bool {
         self.used() > self.budget
     }
+}
+
+/// Runs `future` with each of its polls metered by `meter` (see [`CpuMeter`]).
+async fn metered<F: std::future::Future>(meter: CpuMeter, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        meter.poll_started();
+        let polled = future.as_mut().poll(cx);
+        meter.poll_ended();
+        polled
+    })
+    .await
 }
 
 /// The call as the imports see it; shared by every IVR that runs on the call.
@@ -342,20 +430,27 @@ impl wit::wasm_ivr::ivr::call::Host for CallState {
     async fn suppress(&mut self, goodbye: Vec<Prompt>) {
         let Ok(call) = self.live_call() else { return };
         let at = call.now();
-        call.trace.push(TraceEvent::Suppress {
-            at_ms: at,
-            goodbye: prompts_view(&goodbye),
-        });
         call.cpu.pause();
         let result = call.channel.suppress(&goodbye).await;
         call.cpu.resume();
         call.ended = Some(match result {
-            Ok(()) => Outcome::Suppress,
+            Ok(()) => {
+                call.trace.push(TraceEvent::Suppress {
+                    at_ms: at,
+                    goodbye: prompts_view(&goodbye),
+                });
+                Outcome::Suppress
+            }
             Err(message) => {
-                tracing::error!(call_id = %call.info.call_id, "suppress failed: {message}");
-                Outcome::Error {
-                    message: format!("suppress failed: {message}"),
-                }
+                // The goodbye says "you have been removed"; it was not played (see
+                // `CallChannel::suppress`), and the call ends as an error, not a suppress.
+                let message = format!("suppress failed, goodbye withheld: {message}");
+                tracing::error!(call_id = %call.info.call_id, "{message}");
+                call.trace.push(TraceEvent::Error {
+                    at_ms: at,
+                    message: message.clone(),
+                });
+                Outcome::Error { message }
             }
         });
     }
@@ -534,11 +629,14 @@ async fn invoke(
         .map_err(Failure::Wasmtime)?;
     crate::metrics::metrics()
         .instantiated(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-    if let Some(call) = store.data_mut().call.as_mut() {
-        call.cpu.resume();
-    }
-    let returned = instance
-        .call_handle_call(&mut *store, info)
+    let meter = match store.data().call.as_ref() {
+        Some(call) => {
+            call.cpu.resume();
+            call.cpu.clone()
+        }
+        None => CpuMeter::new(Duration::ZERO),
+    };
+    let returned = metered(meter, instance.call_handle_call(&mut *store, info))
         .await
         .map_err(Failure::Wasmtime)?;
     if let Some(call) = store.data_mut().call.as_mut() {
@@ -631,4 +729,65 @@ pub(crate) fn add_to_linker(
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wit::Ivr::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod meter_tests {
+    use super::*;
+
+    /// Spins until this thread has used `cpu` of its own CPU time.
+    fn spin(cpu: Duration) {
+        let start = thread_cpu();
+        let mut x = 0u64;
+        while thread_cpu().saturating_sub(start) < cpu {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+
+    #[test]
+    fn the_meter_counts_this_threads_cpu_not_the_clock() {
+        let meter = CpuMeter::new(Duration::from_millis(50));
+        meter.resume();
+        // Descheduled (asleep) for a while: wall time passes, no CPU is used.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            meter.used() < Duration::from_millis(50),
+            "{:?}",
+            meter.used()
+        );
+        assert!(!meter.exceeded());
+        spin(Duration::from_millis(80));
+        assert!(
+            meter.used() >= Duration::from_millis(80),
+            "{:?}",
+            meter.used()
+        );
+        assert!(meter.exceeded());
+        meter.pause();
+        let paused = meter.used();
+        spin(Duration::from_millis(30));
+        assert_eq!(meter.used(), paused, "nothing is charged while paused");
+    }
+
+    #[test]
+    fn time_between_polls_is_not_charged() {
+        let meter = CpuMeter::new(Duration::from_secs(10));
+        meter.resume();
+        meter.poll_started();
+        spin(Duration::from_millis(20));
+        meter.poll_ended();
+        let after_poll = meter.used();
+        assert!(after_poll >= Duration::from_millis(20), "{after_poll:?}");
+        // Between polls the thread runs other tasks: their CPU is not this guest's.
+        spin(Duration::from_millis(40));
+        assert_eq!(meter.used(), after_poll);
+        // A nested poll (a sub-menu) neither closes nor reopens the outer slice.
+        meter.poll_started();
+        meter.poll_started();
+        spin(Duration::from_millis(10));
+        meter.poll_ended();
+        spin(Duration::from_millis(10));
+        meter.poll_ended();
+        assert!(meter.used() >= after_poll + Duration::from_millis(20));
+    }
 }

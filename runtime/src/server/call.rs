@@ -18,7 +18,7 @@ use crate::engine::{CallReport, LoadedIvr, Outcome};
 use crate::media::codec::Codec;
 use crate::media::digits::{DigitMerger, DigitSource};
 use crate::sip::{CallHandle, IncomingCall, sdp};
-use crate::store::CallRecord;
+use crate::store::{CallRecord, StoreOp};
 use crate::time::unix_ms;
 use async_trait::async_trait;
 use std::collections::VecDeque;
@@ -142,15 +142,25 @@ pub(crate) async fn run(setup: CallSetup) {
     let (digits_tx, digits_rx) = mpsc::unbounded_channel();
     let receiver = tokio::spawn(media::receive(session.clone(), telephone_event, digits_tx));
     record.answered_at_ms = Some(unix_ms() as i64);
+    let mut headers = incoming.headers.clone();
     let on_dnc_list = {
-        let (store, caller) = (shared.store.clone(), caller.clone());
-        match tokio::task::spawn_blocking(move || store.dnc_contains(&caller)).await {
-            Ok(Ok(listed)) => listed,
-            Ok(Err(e)) => {
-                tracing::warn!(%call_id, "do-not-call lookup failed: {e}");
+        let looked_up = caller.clone();
+        let lookup = crate::store::with_retries(&shared.store, StoreOp::DncLookup, move |s| {
+            s.dnc_contains(&looked_up)
+        })
+        .await;
+        // Only the runtime says whether the lookup failed: a caller's header of that name goes.
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case(crate::store::DNC_LOOKUP_HEADER));
+        match lookup {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::error!(%call_id, "do-not-call lookup failed; the IVR is told the list could not be checked: {e}");
+                headers.push((
+                    crate::store::DNC_LOOKUP_HEADER.to_owned(),
+                    "failed".to_owned(),
+                ));
                 false
             }
-            Err(_) => false,
         }
     };
 
@@ -162,7 +172,7 @@ pub(crate) async fn run(setup: CallSetup) {
         version: ivr.version.clone(),
         caller_on_dnc_list: on_dnc_list,
         started_at_ms: unix_ms(),
-        headers: incoming.headers.clone(),
+        headers,
     };
     tracing::info!(%call_id, did = %incoming.did, caller = %incoming.caller, ivr = %ivr.name, version = %ivr.version, "call answered");
     crate::metrics::metrics().call_started(crate::metrics::LiveCall {
@@ -222,12 +232,14 @@ pub(crate) async fn run(setup: CallSetup) {
 /// Writes the call record, off the async threads; a failure is logged, never fatal to calls.
 async fn save_record(shared: &Arc<Shared>, mut record: CallRecord) {
     record.ended_at_ms = unix_ms() as i64;
-    let store = shared.store.clone();
     let call_id = record.call_id.clone();
-    match tokio::task::spawn_blocking(move || store.record_call(&record)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(%call_id, "call record not written: {e}"),
-        Err(e) => tracing::error!(%call_id, "call record not written: {e}"),
+    let outcome = record.outcome.clone();
+    let written = crate::store::with_retries(&shared.store, StoreOp::RecordCall, move |s| {
+        s.record_call(&record)
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::error!(%call_id, %outcome, "call record not written: {e}");
     }
 }
 
@@ -789,15 +801,25 @@ impl CallChannel for RtpCall {
     }
 
     async fn suppress(&mut self, goodbye: &[Prompt]) -> Result<(), String> {
-        // On the list (durably) before the goodbye and the BYE; the call ends either way.
-        let (store, caller) = (self.shared.store.clone(), self.caller.clone());
-        let source = format!("ivr:{}", self.ivr_name);
-        let written = tokio::task::spawn_blocking(move || store.dnc_add(&caller, &source))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        self.hang_up(goodbye).await;
-        written.map(|_| ())
+        // On the list (durably) before the goodbye and the BYE; the call ends either way, but
+        // the goodbye ("you have been removed") only plays when it is true.
+        let (caller, source) = (self.caller.clone(), format!("ivr:{}", self.ivr_name));
+        let written = crate::store::with_retries(&self.shared.store, StoreOp::DncAdd, move |s| {
+            s.dnc_add(&caller, &source)
+        })
+        .await;
+        match written {
+            Ok(_) => {
+                self.hang_up(goodbye).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.hang_up(&[]).await;
+                Err(format!(
+                    "the caller could not be put on the do-not-call list: {e}"
+                ))
+            }
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //! asked to be suppressed is on the list before the BYE goes out, and stays there after a
 //! crash. Every method blocks; call them from `spawn_blocking` on async paths.
 
+pub mod retention;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,11 @@ pub enum StoreError {
     #[error("store lock poisoned")]
     Poisoned,
 }
+
+/// The header the runtime adds to `call-info.headers` when it could not check the do-not-call
+/// list (value `failed`): `caller-on-dnc-list` is then false for want of an answer, not because
+/// the caller is not listed. A header of this name sent by the caller is dropped.
+pub const DNC_LOOKUP_HEADER: &str = "X-IVR-DNC-Lookup";
 
 /// One do-not-call entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -102,6 +109,96 @@ pub trait Store: Send + Sync {
     fn calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError>;
     /// The newest record with this Call-ID.
     fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+    /// Deletes call records that the retention settings no longer keep: those that ended
+    /// before `ended_before_ms`, then the oldest beyond the newest `keep_at_most`. Returns how
+    /// many went.
+    fn prune_calls(
+        &self,
+        ended_before_ms: Option<i64>,
+        keep_at_most: Option<u64>,
+    ) -> Result<u64, StoreError>;
+}
+
+/// A store operation on a call's path, for logs and the `wasm_ivr_store_errors_total` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Listing a caller who asked to be suppressed.
+    DncAdd,
+    /// Checking whether a caller is listed, when the call starts.
+    DncLookup,
+    /// Writing a finished call's record.
+    RecordCall,
+    /// Deleting old call records.
+    Prune,
+}
+
+impl StoreOp {
+    /// The metric label: `dnc-add`, `dnc-lookup`, `record-call`, `prune`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreOp::DncAdd => "dnc-add",
+            StoreOp::DncLookup => "dnc-lookup",
+            StoreOp::RecordCall => "record-call",
+            StoreOp::Prune => "prune",
+        }
+    }
+}
+
+impl StoreOp {
+    /// The pauses before each retry. On a call's path (listing a caller, the lookup at the
+    /// start) they ride out a checkpoint or a brief lock yet keep a waiting caller's silence
+    /// short (each attempt may also wait up to the busy timeout on a lock). Off the call's path
+    /// (the record, pruning) there is time to wait for a store that comes back.
+    pub fn retry_pauses(self) -> &'static [std::time::Duration] {
+        use std::time::Duration;
+        const ON_CALL: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+        const AFTER_CALL: [Duration; 3] = [
+            Duration::from_millis(250),
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+        ];
+        match self {
+            StoreOp::DncAdd | StoreOp::DncLookup => &ON_CALL,
+            StoreOp::RecordCall | StoreOp::Prune => &AFTER_CALL,
+        }
+    }
+}
+
+/// Runs one store operation off the async threads, retrying as [`StoreOp::retry_pauses`] says. A final
+/// failure is counted in the metrics and returned; logging it, and what it means for the
+/// call, is the caller's part.
+pub async fn with_retries<T, F>(
+    store: &std::sync::Arc<dyn Store>,
+    op: StoreOp,
+    f: F,
+) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Fn(&dyn Store) -> Result<T, StoreError> + Send + Sync + 'static,
+{
+    let f = std::sync::Arc::new(f);
+    let mut pauses = op.retry_pauses().iter();
+    loop {
+        let (store, f) = (store.clone(), f.clone());
+        let result = match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("store task failed: {e}"),
+        };
+        match pauses.next() {
+            Some(pause) => {
+                tracing::warn!(
+                    op = op.label(),
+                    "store operation failed, retrying: {result}"
+                );
+                tokio::time::sleep(*pause).await;
+            }
+            None => {
+                crate::metrics::metrics().store_error(op.label());
+                return Err(result);
+            }
+        }
+    }
 }
 
 /// Normalises a phone number for the list: visual separators go, a leading `+` stays. Anything
@@ -315,6 +412,29 @@ impl Store for SqliteStore {
             .optional()
         })
     }
+
+    fn prune_calls(
+        &self,
+        ended_before_ms: Option<i64>,
+        keep_at_most: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let mut gone = 0;
+            if let Some(before) = ended_before_ms {
+                gone += c.execute("DELETE FROM calls WHERE ended_at_ms < ?1", params![before])?;
+            }
+            if let Some(keep) = keep_at_most {
+                // Rows are inserted as calls end, so the highest ids are the newest records.
+                let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+                gone += c.execute(
+                    "DELETE FROM calls WHERE id <= (SELECT id FROM calls ORDER BY id DESC
+                       LIMIT 1 OFFSET ?1)",
+                    params![keep],
+                )?;
+            }
+            Ok(u64::try_from(gone).unwrap_or(u64::MAX))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -391,5 +511,55 @@ mod tests {
         assert_eq!(filtered[0].path, ["welcome", "x"]);
         assert_eq!(store.call("c1").unwrap().map(|r| r.did), Some("+2".into()));
         assert!(store.call("nope").unwrap().is_none());
+    }
+
+    fn record(i: i64, ended_at_ms: i64) -> CallRecord {
+        CallRecord {
+            call_id: format!("c{i}"),
+            caller: "+1555".into(),
+            did: "+1".into(),
+            ivr: "menu".into(),
+            version: "abc".into(),
+            path: Vec::new(),
+            digits: Vec::new(),
+            outcome: "hangup".into(),
+            destination: None,
+            detail: None,
+            started_at_ms: ended_at_ms - 10,
+            answered_at_ms: None,
+            ended_at_ms,
+        }
+    }
+
+    fn ids(store: &SqliteStore) -> Vec<String> {
+        let mut ids: Vec<String> = store
+            .calls(&CallFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.call_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_records_within_age_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        for i in 0..10 {
+            store.record_call(&record(i, 1_000 + i * 100)).unwrap();
+        }
+        // Nothing to do: the limits are above what there is.
+        assert_eq!(store.prune_calls(Some(0), Some(100)).unwrap(), 0);
+        assert_eq!(ids(&store).len(), 10);
+        // Age: c0..c2 ended before 1 300.
+        assert_eq!(store.prune_calls(Some(1_300), None).unwrap(), 3);
+        assert_eq!(ids(&store), ["c3", "c4", "c5", "c6", "c7", "c8", "c9"]);
+        // Count: the newest four stay.
+        assert_eq!(store.prune_calls(None, Some(4)).unwrap(), 3);
+        assert_eq!(ids(&store), ["c6", "c7", "c8", "c9"]);
+        // Keeping none empties the table.
+        assert_eq!(store.prune_calls(None, Some(0)).unwrap(), 4);
+        assert!(ids(&store).is_empty());
     }
 }

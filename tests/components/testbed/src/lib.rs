@@ -6,7 +6,11 @@
 //! - `error`: returns an error from `handle-call`;
 //! - `print`: writes to stdout and stderr, then hangs up;
 //! - `sub`: enters the IVR named by `sub` as a sub-menu, then labels `back` and hangs up;
-//! - `menu`: a one-key menu: 1 → transfer to `target` (a SIP URI), anything else → hang up.
+//! - `menu`: a one-key menu: 1 → transfer to `target` (a SIP URI), anything else → hang up;
+//! - `burn`: does `iterations` rounds of pure computation (a fixed amount of its own CPU
+//!   work, whatever the machine's load), labels `burned`, hangs up;
+//! - `dnc`: labels what it was told about the do-not-call list: `listed`, `not-listed`, or
+//!   `lookup-failed` (the runtime's `X-IVR-DNC-Lookup: failed` header), then hangs up.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use wasm_ivr_sdk::{self as ivr, CallInfo, Destination, GatherResult, Ivr};
@@ -18,6 +22,8 @@ struct Settings {
     sub: String,
     #[serde(default)]
     target: String,
+    #[serde(default)]
+    iterations: u64,
 }
 
 static CALLS: AtomicU32 = AtomicU32::new(0);
@@ -25,7 +31,7 @@ static CALLS: AtomicU32 = AtomicU32::new(0);
 struct Testbed;
 
 impl Ivr for Testbed {
-    fn handle_call(_call: CallInfo) -> Result<(), String> {
+    fn handle_call(call: CallInfo) -> Result<(), String> {
         let settings: Settings = ivr::config_as().map_err(|e| e.to_string())?;
         ivr::step(&settings.mode);
         match settings.mode.as_str() {
@@ -78,6 +84,26 @@ impl Ivr for Testbed {
                     Ok(_) => ivr::hangup(&[]),
                     Err(_) => return Ok(()),
                 }
+            }
+            "burn" => {
+                let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+                for i in 0..settings.iterations {
+                    x = std::hint::black_box(x.rotate_left(5) ^ i).wrapping_mul(31);
+                }
+                std::hint::black_box(x);
+                ivr::step("burned");
+                ivr::hangup(&[]);
+            }
+            "dnc" => {
+                let failed = call.headers.iter().any(|(name, value)| {
+                    name.eq_ignore_ascii_case("X-IVR-DNC-Lookup") && value == "failed"
+                });
+                ivr::step(match (failed, call.caller_on_dnc_list) {
+                    (true, _) => "lookup-failed",
+                    (false, true) => "listed",
+                    (false, false) => "not-listed",
+                });
+                ivr::hangup(&[]);
             }
             other => return Err(format!("unknown mode '{other}'")),
         }
