@@ -110,12 +110,13 @@ fn a_healthy_guest_keeps_its_budget_next_to_a_busy_machine_and_a_loop_is_still_s
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        // Calibrate on this machine: how much work fits in a quarter of the budget. Measured
-        // by wall time while nothing else of ours runs, which can only over-estimate the
-        // CPU it takes, so the healthy guests below stay well under their budget.
+        // Calibrate on this machine: how much work fits in a third of the budget, measured
+        // with the process's CPU clock (everything the process did meanwhile, so at least the
+        // guest's own CPU). That also checks the meter against an independent clock: it
+        // charges the guest real CPU, not more than the process used.
         let probe_engine = cpu_engine(Duration::from_secs(120));
         let probe_registry = Arc::new(Registry::new());
-        const PROBE: u64 = 20_000_000;
+        const PROBE: u64 = 60_000_000;
         let probe = load_testbed(
             &probe_engine,
             &probe_registry,
@@ -123,13 +124,24 @@ fn a_healthy_guest_keeps_its_budget_next_to_a_busy_machine_and_a_loop_is_still_s
             "probe",
             &format!("mode = \"burn\"\niterations = {PROBE}"),
         );
-        let started = Instant::now();
+        let process_cpu = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+            Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+        };
+        let before = process_cpu();
         let report = run(&probe_engine, &probe_registry, probe).await;
-        let probe_wall = started.elapsed();
+        let probe_process = process_cpu().saturating_sub(before);
         assert_eq!(report.outcome, Outcome::Hangup, "{:?}", report.outcome);
-        let iterations = ((PROBE as f64) * (BUDGET.as_secs_f64() / 4.0)
-            / probe_wall.as_secs_f64().max(1e-3)) as u64;
-        eprintln!("probe: {PROBE} iterations in {probe_wall:?} -> {iterations} per healthy call");
+        let probe_guest = Duration::from_micros(report.guest_cpu_us);
+        eprintln!("probe: {PROBE} iterations: guest {probe_guest:?}, process {probe_process:?}");
+        assert!(
+            probe_guest <= probe_process + Duration::from_millis(5)
+                && probe_guest >= probe_process / 2,
+            "the meter charged {probe_guest:?}; the process used {probe_process:?}"
+        );
+        let iterations = ((PROBE as f64) * (BUDGET.as_secs_f64() / 3.0)
+            / probe_process.as_secs_f64().max(1e-3)) as u64;
+        eprintln!("{iterations} iterations per healthy call");
 
         let engine = cpu_engine(BUDGET);
         let registry = Arc::new(Registry::new());
