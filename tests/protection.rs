@@ -1363,7 +1363,9 @@ fn bridge_seed_one_one_one_calls_the_agent_and_relays_media() {
             vec![
                 Step::Pause(1000),
                 Step::Pcap(tone),
-                Step::Pause(1300),
+                // The event pcap has another SSRC than the tone's: a new SSRC from the caller
+                // is taken only after the latched one has been quiet for 2 s.
+                Step::Pause(4000),
                 Step::Rfc2833('5'),
                 Step::Pause(2500),
                 Step::Bye,

@@ -113,6 +113,17 @@ pub struct ServeArgs {
     /// Keep at most this many trace files, newest first; 0: no cap (default 10000).
     #[arg(long, env = "WASM_IVR_TRACES_KEEP")]
     pub traces_keep: Option<u64>,
+    /// Whose RTP counts: strict (the SDP c= IP), signalling-ip (c= IP or the SIP source IP),
+    /// any (unsafe: every source) (default: signalling-ip).
+    #[arg(long, env = "WASM_IVR_MEDIA_LATCH")]
+    pub media_latch: Option<crate::config::MediaLatch>,
+    /// End a call after this many seconds without the caller's RTP (not on hold); 0 turns it
+    /// off (default 60).
+    #[arg(long, env = "WASM_IVR_RTP_TIMEOUT_S")]
+    pub rtp_timeout_s: Option<u64>,
+    /// End a call this many seconds after it was answered; 0 turns it off (default 14400).
+    #[arg(long, env = "WASM_IVR_MAX_DURATION_S")]
+    pub max_duration_s: Option<u64>,
     /// Engine flags.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -776,6 +787,23 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             }
             guard
         },
+        media: crate::server::media::MediaRules {
+            latch: args
+                .media_latch
+                .or(file.sip.media_latch)
+                .unwrap_or_default(),
+            confirm: file.sip.media_confirm.unwrap_or(true),
+        },
+        rtp_timeout: config::limit_from_secs(
+            args.rtp_timeout_s
+                .or(file.calls.rtp_timeout_s)
+                .unwrap_or(config::DEFAULT_RTP_TIMEOUT_S),
+        ),
+        max_duration: config::limit_from_secs(
+            args.max_duration_s
+                .or(file.calls.max_duration_s)
+                .unwrap_or(config::DEFAULT_MAX_DURATION_S),
+        ),
     };
     let store_path = args
         .store

@@ -13,6 +13,9 @@
 //! acl_action = "reject"              # outsiders get 403, or "drop" for silence
 //! rate_limit = 500                   # requests per second per source (0: off); a trunk is one source
 //! ban_s = 60                         # a source over the rate is ignored this long
+//! media_latch = "signalling-ip"      # whose RTP counts: "strict" (SDP c= IP), "signalling-ip"
+//!                                    # (c= IP or the SIP source IP), "any" (unsafe, see SECURITY.md)
+//! media_confirm = true               # a c= IP other than the SIP source gets RTP only once its own RTP arrives
 //!
 //! [ivrs]
 //! dir = "ivrs"                       # NAME.json, NAME.wasm (+ NAME.toml), routes.toml
@@ -28,6 +31,8 @@
 //! records_keep_days = 90             # call records older than this are pruned (0: keep all)
 //! records_max = 1000000              # at most this many call records, newest kept (0: no cap)
 //! traces_keep = 10000                # at most this many trace files, newest kept (0: no cap)
+//! max_duration_s = 14400             # a call is ended (BYE, outcome max-duration) after this; 0: off
+//! rtp_timeout_s = 60                 # no caller RTP this long (not on hold): BYE, outcome media-timeout; 0: off
 //!
 //! [store]
 //! path = "wasm-ivr.db"               # SQLite: do-not-call list, call records
@@ -244,6 +249,54 @@ pub struct SipSection {
     pub rate_limit: Option<u32>,
     /// Seconds a source over the rate limit is ignored.
     pub ban_s: Option<u64>,
+    /// Which RTP sources may become a call's media.
+    pub media_latch: Option<MediaLatch>,
+    /// Send to an SDP address other than the signalling source only once its RTP arrives.
+    pub media_confirm: Option<bool>,
+}
+
+/// Which RTP sources may become a call's media (`[sip] media_latch`). In `strict` and
+/// `signalling-ip` the first accepted packet latches the call onto its source address and SSRC;
+/// another source takes over only from the same IP, after the latched one has been quiet for
+/// [`crate::server::media::RELATCH_AFTER`] (or at once after a re-INVITE names a new `c=` IP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaLatch {
+    /// Only RTP from the IP in the caller's SDP `c=` line.
+    Strict,
+    /// RTP from the SDP `c=` IP or from the IP the call's SIP came from (a carrier whose SBC
+    /// signals and sends media from one address but writes another in SDP, NAT).
+    #[default]
+    SignallingIp,
+    /// The behaviour before sources were checked: audio and digits from every source count,
+    /// and replies follow whichever source sent last after the quiet time. Anyone who can reach
+    /// the RTP port can inject digits into a call; only for closed networks.
+    Any,
+}
+
+impl std::str::FromStr for MediaLatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(MediaLatch::Strict),
+            "signalling-ip" => Ok(MediaLatch::SignallingIp),
+            "any" => Ok(MediaLatch::Any),
+            other => Err(format!(
+                "'{other}': media_latch is strict, signalling-ip or any"
+            )),
+        }
+    }
+}
+
+/// Default `[calls] max_duration_s`: four hours.
+pub const DEFAULT_MAX_DURATION_S: u64 = 4 * 3600;
+/// Default `[calls] rtp_timeout_s`.
+pub const DEFAULT_RTP_TIMEOUT_S: u64 = 60;
+
+/// Seconds to a limit; 0 turns it off.
+pub fn limit_from_secs(seconds: u64) -> Option<std::time::Duration> {
+    (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
 }
 
 impl SipSection {
@@ -300,6 +353,10 @@ pub struct CallsSection {
     pub records_max: Option<u64>,
     /// At most this many trace files are kept, newest first (0: no cap; default 10 000).
     pub traces_keep: Option<u64>,
+    /// Longest call, seconds from answer; 0 turns the limit off.
+    pub max_duration_s: Option<u64>,
+    /// Longest time without the caller's RTP while media is expected, seconds; 0: off.
+    pub rtp_timeout_s: Option<u64>,
 }
 
 /// A settings file that cannot be used.
@@ -414,6 +471,10 @@ mod tests {
             .join("\n");
         let parsed: FileConfig = toml::from_str(&example).expect("documented example parses");
         assert_eq!(parsed.sip.max_calls, Some(1000));
+        assert_eq!(parsed.sip.media_latch, Some(MediaLatch::SignallingIp));
+        assert_eq!(parsed.calls.rtp_timeout_s, Some(DEFAULT_RTP_TIMEOUT_S));
+        assert_eq!(parsed.calls.max_duration_s, Some(DEFAULT_MAX_DURATION_S));
+        assert!(toml::from_str::<FileConfig>("[sip]\nmedia_latch = \"loose\"").is_err());
         assert!(toml::from_str::<FileConfig>("[sip]\nlisten_on = []").is_err());
     }
 }

@@ -85,6 +85,7 @@ pub struct Metrics {
     rtp_packets: AtomicU64,
     rtp_send_errors: AtomicU64,
     pacer_late_ticks: AtomicU64,
+    rtp_foreign_dropped: AtomicU64,
     reloads: Labelled,
     live: Mutex<BTreeMap<String, LiveCall>>,
     store_errors: Labelled,
@@ -159,6 +160,11 @@ impl Metrics {
     /// A pacer tick ran more than a frame late.
     pub fn late_tick(&self) {
         self.pacer_late_ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An RTP packet came from a source that is not its call's media and was dropped.
+    pub fn rtp_foreign_dropped(&self) {
+        self.rtp_foreign_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A folder sync loaded (`loaded`), refused (`failed`) or unloaded (`unloaded`) an IVR.
@@ -268,6 +274,13 @@ impl Metrics {
             "Pacer ticks more than a frame late.",
             "counter",
             self.pacer_late_ticks.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "wasm_ivr_rtp_foreign_dropped_total",
+            "RTP packets dropped because they did not come from their call's media source.",
+            "counter",
+            self.rtp_foreign_dropped.load(Ordering::Relaxed),
         );
         self.reloads.render(
             &mut out,

@@ -1067,6 +1067,31 @@ impl RunningSipp {
     }
 }
 
+impl RunningSipp {
+    /// The runtime's RTP port, from the SDP of the 200 OK in SIPp's message log, read while
+    /// the call runs (polled, bounded by `timeout`).
+    pub fn server_rtp_port(&self, timeout: Duration) -> Option<u16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let messages = std::fs::read_to_string(self.sipp.log("messages.log")).unwrap_or_default();
+            let port = messages
+                .split("SIP/2.0 200 OK")
+                .skip(1)
+                .find_map(|answer| {
+                    answer
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("m=audio "))
+                        .and_then(|rest| rest.split(' ').next())
+                        .and_then(|p| p.parse().ok())
+                });
+            if port.is_some() || Instant::now() > deadline {
+                return port;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for RunningSipp {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -1484,10 +1509,43 @@ impl ToneBuilder {
     }
 }
 
+/// The SSRC of the packets [`write_rtp_pcap`] and [`write_rtp_stream_pcap`] write.
+pub const PCAP_SSRC: u32 = 0x1234_5678;
+
 /// Writes an Ethernet/IPv4/UDP/RTP pcap of `payloads`, one packet per 20 ms (RTP timestamps
 /// step 160, sequence numbers step 1, marker on the first packet), 127.0.0.1:49176 →
 /// 127.0.0.1:10000 (SIPp's `play_pcap_audio` replaces the addresses and ports with the call's).
 pub fn write_rtp_pcap(path: &Path, payload_type: u8, payloads: &[Vec<u8>]) {
+    let packets: Vec<PcapRtp> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| PcapRtp {
+            payload_type,
+            marker: i == 0,
+            timestamp: 8000u32.wrapping_add(u32::try_from(i).expect("few packets") * 160),
+            payload: payload.clone(),
+        })
+        .collect();
+    write_rtp_stream_pcap(path, &packets);
+}
+
+/// One packet of [`write_rtp_stream_pcap`]'s stream.
+#[derive(Debug, Clone)]
+pub struct PcapRtp {
+    /// Payload type.
+    pub payload_type: u8,
+    /// Marker bit.
+    pub marker: bool,
+    /// RTP timestamp (an RFC 4733 event keeps its start's in every packet).
+    pub timestamp: u32,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+}
+
+/// One RTP stream from one source: audio frames and RFC 4733 events mixed, as a real caller
+/// sends them (one SSRC, [`PCAP_SSRC`]; sequence numbers from 1000). Packets 20 ms apart,
+/// framed like [`write_rtp_pcap`].
+pub fn write_rtp_stream_pcap(path: &Path, packets: &[PcapRtp]) {
     let mut out = Vec::new();
     // Global header: magic, v2.4, GMT offset 0, accuracy 0, snaplen, LINKTYPE_ETHERNET.
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -1497,14 +1555,14 @@ pub fn write_rtp_pcap(path: &Path, payload_type: u8, payloads: &[Vec<u8>]) {
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&65_535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes());
-    let ssrc: u32 = 0x1234_5678;
-    for (i, payload) in payloads.iter().enumerate() {
+    let ssrc: u32 = PCAP_SSRC;
+    for (i, packet) in packets.iter().enumerate() {
         let i_u32 = u32::try_from(i).expect("few packets");
         let seq = 1000u16.wrapping_add(i as u16);
-        let timestamp = 8000u32.wrapping_add(i_u32 * FRAME_SAMPLES as u32);
+        let (timestamp, payload) = (packet.timestamp, &packet.payload);
         let mut rtp = Vec::with_capacity(12 + payload.len());
         rtp.push(0x80);
-        rtp.push(if i == 0 { 0x80 } else { 0 } | (payload_type & 0x7f));
+        rtp.push(if packet.marker { 0x80 } else { 0 } | (packet.payload_type & 0x7f));
         rtp.extend_from_slice(&seq.to_be_bytes());
         rtp.extend_from_slice(&timestamp.to_be_bytes());
         rtp.extend_from_slice(&ssrc.to_be_bytes());

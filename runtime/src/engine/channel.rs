@@ -58,6 +58,10 @@ pub enum Outcome {
     Suppress,
     /// The caller hung up first.
     CallerHangup,
+    /// The runtime hung up: the caller sent no RTP for `[calls] rtp_timeout_s`.
+    MediaTimeout,
+    /// The runtime hung up: the call reached `[calls] max_duration_s`.
+    MaxDuration,
     /// The IVR failed (trap, CPU or memory limit, error returned); the call was hung up.
     Error {
         /// What went wrong.
@@ -73,6 +77,8 @@ impl Outcome {
             Outcome::Hangup => "hangup",
             Outcome::Suppress => "suppress",
             Outcome::CallerHangup => "caller-hangup",
+            Outcome::MediaTimeout => "media-timeout",
+            Outcome::MaxDuration => "max-duration",
             Outcome::Error { .. } => "error",
         }
     }

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use super::dtmf::Digit;
 
+/// Most digits a call keeps waiting (in the media queue, in the type-ahead buffer): a caller
+/// has no reason to be more than a few keys ahead, and a flood must not grow memory.
+pub const MAX_PENDING_DIGITS: usize = 64;
+
 /// Where a digit came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DigitSource {

@@ -187,6 +187,22 @@ fn build(builder: RtpPacketBuilder<'_>, buf: &mut [u8]) -> Result<usize, RtpErro
     })
 }
 
+/// The SSRC of a datagram that looks like RTP (version 2, a whole fixed header), read without
+/// parsing the rest: enough to decide whose packet it is before any state changes.
+pub fn rtp_ssrc(packet: &[u8]) -> Option<u32> {
+    if packet.len() < RTP_HEADER_LEN || packet[0] >> 6 != 2 {
+        return None;
+    }
+    let bytes: [u8; 4] = packet.get(8..12)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
+}
+
+/// Whether an RTP-looking datagram is RTCP multiplexed on the RTP port (RFC 5761 §4: the
+/// second byte, read as an RTCP packet type, is 192-223).
+pub fn is_rtcp(packet: &[u8]) -> bool {
+    packet.get(1).is_some_and(|pt| (192..=223).contains(pt))
+}
+
 /// What a received packet carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RtpPayload<'a> {
@@ -370,6 +386,20 @@ mod tests {
     use super::*;
     use crate::media::dtmf::{Digit, OutgoingEvent, Rfc4733Receiver};
     use std::time::Duration;
+
+    #[test]
+    fn ssrc_and_rtcp_are_read_from_the_header() {
+        let mut tx = RtpSender::with_initial(0, 0xDEAD_BEEF, 1, 1).unwrap();
+        let mut buf = [0u8; 200];
+        let n = tx.write_audio(&[0xFF; 160], &mut buf).unwrap();
+        assert_eq!(rtp_ssrc(&buf[..n]), Some(0xDEAD_BEEF));
+        assert!(!is_rtcp(&buf[..n]));
+        assert_eq!(rtp_ssrc(&buf[..11]), None);
+        assert_eq!(rtp_ssrc(b"INVITE sip:x SIP/2.0"), None);
+        // A receiver report (PT 201) on a muxed port.
+        let rr = [0x81, 201, 0, 7, 1, 2, 3, 4, 0, 0, 0, 0];
+        assert!(is_rtcp(&rr));
+    }
 
     #[test]
     fn sender_numbers_and_stamps_packets() {

@@ -4,7 +4,12 @@
 //! Digits reach the call from two places: the SIP endpoint (INFO) through the call's event
 //! queue, and the RTP receive loop (RFC 4733, in-band) through its digit queue. Both are merged
 //! into one de-duplicated stream here; keys that arrive while no gather is running wait in the
-//! type-ahead buffer.
+//! type-ahead buffer (at most [`MAX_PENDING_DIGITS`] of them).
+//!
+//! A watchdog ends calls the runtime should not keep: no RTP from the caller for
+//! `rtp_timeout` while media is expected (never while on hold), or `max_duration` since the
+//! answer. It sends the BYE itself and wakes the channel, which then ends as if the caller had
+//! hung up; the record says `media-timeout` or `max-duration`.
 
 use super::media::{self, MediaDigit, MediaSession, Playing};
 use super::{CallEvent, Shared, SipCommand};
@@ -16,7 +21,7 @@ use crate::engine::wit::{
 };
 use crate::engine::{CallReport, LoadedIvr, Outcome};
 use crate::media::codec::Codec;
-use crate::media::digits::{DigitMerger, DigitSource};
+use crate::media::digits::{DigitMerger, DigitSource, MAX_PENDING_DIGITS};
 use crate::sip::{CallHandle, IncomingCall, sdp};
 use crate::store::{CallRecord, StoreOp};
 use crate::time::unix_ms;
@@ -24,7 +29,7 @@ use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Everything a call task starts with.
 pub(crate) struct CallSetup {
@@ -119,12 +124,7 @@ pub(crate) async fn run(setup: CallSetup) {
             .and_then(|d| sdp::answer(&d, session.local_addr().ip(), session.local_addr().port()))
         {
             Ok(answer) => {
-                session.renegotiate(
-                    answer.remote_rtp,
-                    true,
-                    media_codec(answer.codec),
-                    answer.payload_type,
-                );
+                session.renegotiate(&answer);
                 answer.telephone_event
             }
             Err(e) => {
@@ -139,8 +139,20 @@ pub(crate) async fn run(setup: CallSetup) {
             return;
         }
     };
-    let (digits_tx, digits_rx) = mpsc::unbounded_channel();
+    let (digits_tx, digits_rx) = mpsc::channel(MAX_PENDING_DIGITS);
     let receiver = tokio::spawn(media::receive(session.clone(), telephone_event, digits_tx));
+    let (expired_tx, expired) = watch::channel(None);
+    let watchdog = tokio::spawn(watchdog(
+        session.clone(),
+        Limits {
+            rtp_timeout: shared.config.rtp_timeout,
+            max_duration: shared.config.max_duration,
+        },
+        Instant::now(),
+        handle,
+        commands.clone(),
+        expired_tx,
+    ));
     record.answered_at_ms = Some(unix_ms() as i64);
     let mut headers = incoming.headers.clone();
     let on_dnc_list = {
@@ -187,7 +199,10 @@ pub(crate) async fn run(setup: CallSetup) {
     let channel = RtpCall {
         handle,
         session: session.clone(),
-        events,
+        events: Events {
+            rx: events,
+            expired: expired.clone(),
+        },
         digits: digits_rx,
         digits_open: true,
         type_ahead: VecDeque::new(),
@@ -206,13 +221,18 @@ pub(crate) async fn run(setup: CallSetup) {
         shared.registry.clone(),
         shared.engine.settings().cpu_budget,
     );
-    let call = shared.engine.run_call(ivr.clone(), context).await;
+    let mut call = shared.engine.run_call(ivr.clone(), context).await;
     receiver.abort();
+    watchdog.abort();
+    if let Some(expiry) = *expired.borrow() {
+        // The channel saw the end as a hangup; the record says who really ended the call.
+        call.ended = Some(expiry.outcome());
+    }
     let report = CallReport::new(&ivr, call);
     let metrics = crate::metrics::metrics();
     metrics.call_ended(&call_id, &ivr.name, report.outcome.label());
     metrics.rtp(session.packets_sent(), session.send_errors());
-    tracing::info!(%call_id, path = %report.path.join(","), outcome = report.outcome.label(), duration_ms = report.duration_ms, rtp_sent = session.packets_sent(), rtp_send_errors = session.send_errors(), "call ended");
+    tracing::info!(%call_id, path = %report.path.join(","), outcome = report.outcome.label(), duration_ms = report.duration_ms, rtp_sent = session.packets_sent(), rtp_send_errors = session.send_errors(), rtp_foreign_dropped = session.foreign_dropped(), "call ended");
     if let Some(dir) = &shared.config.call_traces {
         write_trace(dir, &report);
     }
@@ -253,6 +273,106 @@ async fn wait_for_end(events: &mut mpsc::UnboundedReceiver<CallEvent>) -> &'stat
     }
 }
 
+/// Why the runtime itself ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No RTP from the caller for the RTP timeout.
+    MediaTimeout,
+    /// The call reached its maximum duration.
+    MaxDuration,
+}
+
+impl Expiry {
+    fn outcome(self) -> Outcome {
+        match self {
+            Expiry::MediaTimeout => Outcome::MediaTimeout,
+            Expiry::MaxDuration => Outcome::MaxDuration,
+        }
+    }
+}
+
+/// The watchdog's limits; `None` turns one off.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    rtp_timeout: Option<Duration>,
+    max_duration: Option<Duration>,
+}
+
+impl Limits {
+    /// Whether the call is over a limit at `now`, or when to look again.
+    fn check(
+        &self,
+        answered: Instant,
+        quiet_since: Option<Instant>,
+        now: Instant,
+    ) -> Result<Instant, Expiry> {
+        let max_at = self.max_duration.map(|d| answered + d);
+        if max_at.is_some_and(|at| now >= at) {
+            return Err(Expiry::MaxDuration);
+        }
+        let quiet_at = match (self.rtp_timeout, quiet_since) {
+            (Some(timeout), Some(since)) => Some(since + timeout),
+            // On hold nothing is due, but a resume restarts the clock: look again a timeout
+            // from now.
+            (Some(timeout), None) => Some(now + timeout),
+            (None, _) => None,
+        };
+        if quiet_since.is_some() && quiet_at.is_some_and(|at| now >= at) {
+            return Err(Expiry::MediaTimeout);
+        }
+        let far = now + Duration::from_secs(3600);
+        Ok([max_at, quiet_at].into_iter().flatten().min().unwrap_or(far))
+    }
+}
+
+/// Ends the call when it goes over a limit: sends the BYE and tells the channel why.
+async fn watchdog(
+    session: Arc<MediaSession>,
+    limits: Limits,
+    answered: Instant,
+    handle: CallHandle,
+    commands: mpsc::UnboundedSender<SipCommand>,
+    expired: watch::Sender<Option<Expiry>>,
+) {
+    loop {
+        let now = Instant::now();
+        match limits.check(answered, session.quiet_since(), now) {
+            Ok(next) => tokio::time::sleep_until(next.into()).await,
+            Err(expiry) => {
+                tracing::info!(call = ?handle, ?expiry, "ending the call");
+                session.stop();
+                let _ = commands.send(SipCommand::Hangup(handle));
+                let _ = expired.send(Some(expiry));
+                return;
+            }
+        }
+    }
+}
+
+/// A call's SIP events, ended early by the watchdog.
+struct Events {
+    rx: mpsc::UnboundedReceiver<CallEvent>,
+    expired: watch::Receiver<Option<Expiry>>,
+}
+
+impl Events {
+    /// The next event; `Ended` once the watchdog has ended the call (it sent the BYE).
+    /// Cancel-safe, like the receiver it wraps.
+    async fn recv(&mut self) -> Option<CallEvent> {
+        if self.expired.borrow().is_some() {
+            return Some(CallEvent::Ended);
+        }
+        tokio::select! {
+            event = self.rx.recv() => event,
+            changed = self.expired.changed() => match changed {
+                Ok(()) => Some(CallEvent::Ended),
+                // The watchdog is gone without firing (the call is ending): only SIP is left.
+                Err(_) => self.rx.recv().await,
+            },
+        }
+    }
+}
+
 /// Writes a call's trace as `DIR/<call-id>.json`, the call id made safe as a file name.
 fn write_trace(dir: &std::path::Path, report: &CallReport) {
     let name: String = report
@@ -289,8 +409,8 @@ enum Input {
 struct RtpCall {
     handle: CallHandle,
     session: Arc<MediaSession>,
-    events: mpsc::UnboundedReceiver<CallEvent>,
-    digits: mpsc::UnboundedReceiver<MediaDigit>,
+    events: Events,
+    digits: mpsc::Receiver<MediaDigit>,
     digits_open: bool,
     type_ahead: VecDeque<char>,
     merger: DigitMerger,
@@ -391,7 +511,7 @@ impl RtpCall {
             Codec::Pcmu => sdp::Codec::Pcmu,
             Codec::Pcma => sdp::Codec::Pcma,
         };
-        let agent = MediaSession::new(socket, codec, codec.payload_type(), None)
+        let agent = MediaSession::new(socket, self.shared.config.media, next_hop.ip())
             .map_err(|e| unreachable(e.to_string()))?;
         let (events_tx, mut agent_events) = mpsc::unbounded_channel();
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
@@ -460,12 +580,7 @@ impl RtpCall {
                 )));
             }
         };
-        agent.renegotiate(
-            negotiated.remote_rtp,
-            true,
-            media_codec(negotiated.codec),
-            negotiated.payload_type,
-        );
+        agent.renegotiate(&negotiated);
         // Relay both ways; RFC 4733 events keep flowing with each leg's payload type.
         self.session
             .relay_to(&agent, self.telephone_event, negotiated.telephone_event);
@@ -474,7 +589,8 @@ impl RtpCall {
             negotiated.telephone_event,
             self.telephone_event,
         );
-        let (sink, _) = mpsc::unbounded_channel();
+        // The agent leg only relays (its digits are the caller's business, not ours).
+        let (sink, _) = mpsc::channel(1);
         let agent_receiver = tokio::spawn(media::receive(
             agent.clone(),
             negotiated.telephone_event,
@@ -571,7 +687,16 @@ impl RtpCall {
     /// Merges a media digit into the stream and keeps it for the next gather.
     fn keep_digit(&mut self, digit: MediaDigit) {
         if let Some(merged) = self.merge(digit) {
-            self.type_ahead.push_back(merged);
+            self.type_ahead_push(merged);
+        }
+    }
+
+    /// Keeps a key for the next gather, unless [`MAX_PENDING_DIGITS`] are already waiting.
+    fn type_ahead_push(&mut self, key: char) {
+        if self.type_ahead.len() < MAX_PENDING_DIGITS {
+            self.type_ahead.push_back(key);
+        } else {
+            tracing::debug!(call = ?self.handle, "type-ahead full; key dropped");
         }
     }
 
@@ -688,7 +813,7 @@ impl CallChannel for RtpCall {
             tokio::select! {
                 _ = &mut done => return Ok(()),
                 input = self.next_input() => match input {
-                    Input::Digit(key) => self.type_ahead.push_back(key),
+                    Input::Digit(key) => self.type_ahead_push(key),
                     Input::Ended => {
                         self.session.stop();
                         return Err(CallError::HungUp);
@@ -751,7 +876,7 @@ impl CallChannel for RtpCall {
                     });
                 }
                 input = self.next_input() => match input {
-                    Input::Digit(key) => self.type_ahead.push_back(key),
+                    Input::Digit(key) => self.type_ahead_push(key),
                     Input::Ended => {
                         self.session.stop();
                         return Err(CallError::HungUp);
@@ -838,5 +963,45 @@ mod uri_header_tests {
         );
         assert!(crate::sip::message::Uri::parse(&uri).is_ok());
         assert_eq!(super::with_uri_headers("sip:a@b", &[]), "sip:a@b");
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::{Expiry, Limits};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn rtp_timeout_and_max_duration() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let limits = Limits {
+            rtp_timeout: Some(s(60)),
+            max_duration: Some(s(3600)),
+        };
+        // Heard 10 s in: look again at 70 s.
+        assert_eq!(limits.check(t0, Some(t0 + s(10)), t0 + s(20)), Ok(t0 + s(70)));
+        assert_eq!(
+            limits.check(t0, Some(t0 + s(10)), t0 + s(70)),
+            Err(Expiry::MediaTimeout)
+        );
+        // On hold: no timeout however long, but a look a timeout later (a resume restarts it).
+        assert_eq!(limits.check(t0, None, t0 + s(500)), Ok(t0 + s(560)));
+        // The maximum applies on hold too, and first.
+        assert_eq!(
+            limits.check(t0, None, t0 + s(3600)),
+            Err(Expiry::MaxDuration)
+        );
+        assert_eq!(
+            limits.check(t0, Some(t0), t0 + s(3600)),
+            Err(Expiry::MaxDuration)
+        );
+        assert_eq!(limits.check(t0, None, t0 + s(3590)), Ok(t0 + s(3600)));
+        // Both off: nothing ever ends the call.
+        let off = Limits {
+            rtp_timeout: None,
+            max_duration: None,
+        };
+        assert!(off.check(t0, Some(t0), t0 + s(100_000)).is_ok());
     }
 }

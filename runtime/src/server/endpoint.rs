@@ -4,7 +4,7 @@
 //! timeout (one reusable timer) — feeds the core, then drains its outputs: datagrams go out,
 //! events start calls or reach the call they belong to.
 
-use super::call::{self, CallSetup, media_codec, sends};
+use super::call::{self, CallSetup};
 use super::guard::{Guard, Verdict};
 use super::media::{MediaDigit, MediaSession};
 use super::tcp::TcpHub;
@@ -282,16 +282,11 @@ impl Endpoint {
             }
             None => (sdp::offer(media_ip, local.port()), None),
         };
-        let (codec, payload_type, remote, sending) = match &negotiated {
-            Some(a) => (
-                media_codec(a.codec),
-                a.payload_type,
-                a.remote_rtp,
-                sends(a.direction),
-            ),
-            None => (crate::media::codec::Codec::Pcmu, 0, None, true),
-        };
-        let session = match MediaSession::new(socket, codec, payload_type, remote) {
+        let session = match MediaSession::new(
+            socket,
+            self.shared.config.media,
+            incoming.source.ip(),
+        ) {
             Ok(session) => session,
             Err(e) => {
                 tracing::warn!("RTP session: {e}");
@@ -299,8 +294,8 @@ impl Endpoint {
                 return;
             }
         };
-        if !sending {
-            session.renegotiate(remote, false, codec, payload_type);
+        if let Some(answer) = &negotiated {
+            session.renegotiate(answer);
         }
         self.shared.pacer.add(&session);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -338,12 +333,7 @@ impl Endpoint {
             Some(offer) => {
                 match sdp::parse(&offer).and_then(|o| sdp::answer(&o, media_ip, local.port())) {
                     Ok(answer) => {
-                        link.session.renegotiate(
-                            answer.remote_rtp,
-                            sends(answer.direction),
-                            media_codec(answer.codec),
-                            answer.payload_type,
-                        );
+                        link.session.renegotiate(&answer);
                         let _ = link.events.send(CallEvent::Renegotiated);
                         self.core.answer_reinvite(now, call, answer.sdp)
                     }

@@ -6,15 +6,21 @@
 //! frames and the pacer writes the next one into one shared buffer. When a call has nothing to
 //! play, its RTP clock still advances, so the next prompt starts with a marker bit and a
 //! timestamp that reflects the pause.
+//!
+//! A call's media belongs to its caller ([`MediaRules`]): only the latched source (address and
+//! SSRC) is heard, and RTP only goes to addresses the caller's own signalling or RTP vouches
+//! for. Everything else is dropped and counted.
 
+use crate::config::MediaLatch;
 use crate::media::codec::Codec;
-use crate::media::digits::DigitSource;
+use crate::media::digits::{DigitSource, MAX_PENDING_DIGITS};
 use crate::media::dtmf::{Digit, InbandDetector, Rfc4733Receiver};
 use crate::media::prompt::EncodedPrompt;
-use crate::media::rtp::{MAX_PACKET_LEN, RtpPayload, RtpReceiver, RtpSender};
+use crate::media::rtp::{MAX_PACKET_LEN, RtpPayload, RtpReceiver, RtpSender, is_rtcp, rtp_ssrc};
+use crate::sip::sdp;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -27,12 +33,41 @@ pub const RELATCH_AFTER: Duration = Duration::from_secs(2);
 pub const FRAME: Duration = Duration::from_millis(20);
 const FRAME_SAMPLES: u32 = 160;
 
+/// Random slots tried before the exhaustive scan of the port range.
+const RANDOM_PROBES: u32 = 16;
+
+/// Whose RTP a call hears, and where it may send (`[sip] media_latch` and `media_confirm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaRules {
+    /// Which sources may become the call's media.
+    pub latch: MediaLatch,
+    /// Send to an SDP address whose IP is not the signalling source's only once RTP from the
+    /// caller arrives (the reply then goes to that RTP's source).
+    pub confirm: bool,
+}
+
+impl Default for MediaRules {
+    fn default() -> Self {
+        MediaRules {
+            latch: MediaLatch::default(),
+            confirm: true,
+        }
+    }
+}
+
+/// Whether RTP may be sent to `addr`: a real port, and not an unspecified, multicast or
+/// (limited) broadcast address, so one INVITE cannot aim a call's audio at a whole network.
+pub fn sendable(addr: SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
 /// Hands out RTP ports (even numbers, RTCP convention) from a range, by binding them.
 pub struct RtpPorts {
     ip: IpAddr,
     first: u16,
     last: u16,
-    cursor: AtomicU32,
 }
 
 impl RtpPorts {
@@ -42,7 +77,6 @@ impl RtpPorts {
             ip,
             first: first + first % 2,
             last,
-            cursor: AtomicU32::new(0),
         }
     }
 
@@ -51,12 +85,25 @@ impl RtpPorts {
         self.ip
     }
 
-    /// Binds the next free even port; the port is free again when the socket is dropped.
+    /// Binds a free even port chosen at random, so one call's port says nothing about the
+    /// next one's; a port in use is never taken (the bind fails). The port is free again when
+    /// the socket is dropped.
     pub fn bind(&self) -> std::io::Result<UdpSocket> {
         let slots = u32::from(self.last.saturating_sub(self.first)) / 2 + 1;
-        for _ in 0..slots {
-            let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % slots;
-            let port = self.first + (slot * 2) as u16;
+        let start = rand::random_range(0..slots);
+        // Random probes find a port in a range that is mostly free; the scan after them (from
+        // a random start) still finds the last free port of a nearly full one.
+        let probes = (0..RANDOM_PROBES.min(slots))
+            .map(|_| rand::random_range(0..slots))
+            .chain((0..slots).map(|i| (start + i) % slots));
+        for slot in probes {
+            let Some(port) = u16::try_from(slot * 2)
+                .ok()
+                .and_then(|offset| self.first.checked_add(offset))
+                .filter(|port| *port <= self.last)
+            else {
+                continue;
+            };
             match std::net::UdpSocket::bind(SocketAddr::new(self.ip, port)) {
                 Ok(socket) => {
                     socket.set_nonblocking(true)?;
@@ -89,19 +136,102 @@ pub enum Playing {
     },
 }
 
+/// The source a call's media is locked to.
+#[derive(Debug, Clone, Copy)]
+struct Latched {
+    addr: SocketAddr,
+    ssrc: u32,
+    /// When it last sent.
+    seen: Instant,
+}
+
 struct Outbound {
-    remote: Option<SocketAddr>,
-    /// Set once the caller's RTP arrives: from then on we send where it comes from.
-    latched: bool,
-    /// When the latched source last sent; another source may take over only after it has
-    /// been quiet for [`RELATCH_AFTER`], so one stray packet cannot steal the call's audio.
-    latched_seen: Option<Instant>,
+    rules: MediaRules,
+    /// The IP the call's signalling comes from (canonical form).
+    signalling: IpAddr,
+    /// The media address the caller's SDP names (`None`: none yet, or never a usable one).
+    offered: Option<SocketAddr>,
+    /// Whether the negotiated direction has us send.
     sending: bool,
+    /// Whether the caller is to send RTP (not on hold or inactive): the RTP timeout applies.
+    expect_rtp: bool,
+    /// The caller's media source, once its RTP has arrived (symmetric RTP: we answer there).
+    latched: Option<Latched>,
+    /// When the caller's RTP was last heard or, if later, became expected.
+    heard: Instant,
     codec: Codec,
     sender: RtpSender,
     queue: VecDeque<Playing>,
     done: Option<oneshot::Sender<()>>,
     started: bool,
+}
+
+impl Outbound {
+    /// Where this session's RTP goes now, if anywhere.
+    fn destination(&self) -> Option<SocketAddr> {
+        if !self.sending {
+            return None;
+        }
+        if let Some(latched) = self.latched {
+            return Some(latched.addr);
+        }
+        let offered = self.offered.filter(|a| sendable(*a))?;
+        let vouched = !self.rules.confirm || offered.ip().to_canonical() == self.signalling;
+        vouched.then_some(offered)
+    }
+
+    /// Whether a source at `ip` may become the call's media.
+    fn may_latch(&self, ip: IpAddr) -> bool {
+        let offered = self.offered.map(|a| a.ip().to_canonical());
+        match self.rules.latch {
+            MediaLatch::Strict => offered == Some(ip),
+            MediaLatch::SignallingIp => offered == Some(ip) || ip == self.signalling,
+            MediaLatch::Any => true,
+        }
+    }
+
+    /// Decides whether a packet from `from` with `ssrc` is the caller's media, latching or
+    /// re-latching as the rules allow.
+    fn admit(&mut self, from: SocketAddr, ssrc: u32, now: Instant) -> bool {
+        if !sendable(from) {
+            return false; // port 0, unspecified: nothing a reply could reach
+        }
+        let ip = from.ip().to_canonical();
+        let any = self.rules.latch == MediaLatch::Any;
+        let admitted = match self.latched {
+            Some(l) if l.addr == from && (l.ssrc == ssrc || any) => {
+                self.latched = Some(Latched { seen: now, ..l });
+                true
+            }
+            Some(l) => {
+                let quiet = now.saturating_duration_since(l.seen) >= RELATCH_AFTER;
+                let same_ip = l.addr.ip().to_canonical() == ip;
+                if quiet && (same_ip || any) {
+                    tracing::debug!(from = %l.addr, to = %from, "RTP source re-latched");
+                    self.latched = Some(Latched {
+                        addr: from,
+                        ssrc,
+                        seen: now,
+                    });
+                }
+                // Today's behaviour in `any`: every source counts.
+                any || (quiet && same_ip)
+            }
+            None if self.may_latch(ip) => {
+                self.latched = Some(Latched {
+                    addr: from,
+                    ssrc,
+                    seen: now,
+                });
+                true
+            }
+            None => false,
+        };
+        if admitted {
+            self.heard = now;
+        }
+        admitted
+    }
 }
 
 /// Where a bridged leg's packets go: the other leg, with its telephone-event payload type.
@@ -119,27 +249,32 @@ pub struct MediaSession {
     relay: Mutex<Option<Relay>>,
     packets_sent: AtomicU64,
     send_errors: AtomicU64,
+    foreign_dropped: AtomicU64,
 }
 
 impl MediaSession {
-    /// A session on a bound socket, sending `codec` with payload type `payload_type`.
+    /// A session on a bound socket for a call whose signalling comes from `signalling`;
+    /// PCMU until [`MediaSession::renegotiate`] applies the SDP.
     pub fn new(
         socket: UdpSocket,
-        codec: Codec,
-        payload_type: u8,
-        remote: Option<SocketAddr>,
+        rules: MediaRules,
+        signalling: IpAddr,
     ) -> std::io::Result<Arc<Self>> {
         let local = socket.local_addr()?;
-        let sender = RtpSender::new(payload_type)
+        let codec = Codec::Pcmu;
+        let sender = RtpSender::new(codec.payload_type())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(Arc::new(MediaSession {
             socket,
             local,
             out: Mutex::new(Outbound {
-                remote,
-                latched: false,
-                latched_seen: None,
+                rules,
+                signalling: signalling.to_canonical(),
+                offered: None,
                 sending: true,
+                expect_rtp: true,
+                latched: None,
+                heard: Instant::now(),
                 codec,
                 sender,
                 queue: VecDeque::new(),
@@ -149,6 +284,7 @@ impl MediaSession {
             relay: Mutex::new(None),
             packets_sent: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
+            foreign_dropped: AtomicU64::new(0),
         }))
     }
 
@@ -165,6 +301,18 @@ impl MediaSession {
     /// RTP packets the socket refused (full buffer, unreachable destination).
     pub fn send_errors(&self) -> u64 {
         self.send_errors.load(Ordering::Relaxed)
+    }
+
+    /// RTP packets dropped because they did not come from the call's media source.
+    pub fn foreign_dropped(&self) -> u64 {
+        self.foreign_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Since when the caller's RTP has been missing while it is expected; `None` while the
+    /// call is on hold or inactive (no RTP is expected, so no timeout runs).
+    pub fn quiet_since(&self) -> Option<Instant> {
+        let out = self.out.lock().ok()?;
+        out.expect_rtp.then_some(out.heard)
     }
 
     /// Replaces what is playing; the receiver fires when it has all been sent (or is stopped).
@@ -192,22 +340,36 @@ impl MediaSession {
         }
     }
 
-    /// Applies a new negotiation (re-INVITE): where to send, and whether to send at all (hold).
-    pub fn renegotiate(
-        &self,
-        remote: Option<SocketAddr>,
-        sending: bool,
-        codec: Codec,
-        payload_type: u8,
-    ) {
-        if let Ok(mut out) = self.out.lock() {
-            if !out.latched {
-                out.remote = remote;
+    /// Applies a negotiation (the INVITE's offer, the ACK's answer, a re-INVITE): where the
+    /// caller's media is, whether we send (hold), whether it sends, the codec.
+    ///
+    /// A new `c=` IP (the far end moved its media) unlocks the latched source, so the new
+    /// address's RTP can latch at once; the same address, or a hold without one, keeps it.
+    pub fn renegotiate(&self, answer: &sdp::Answer) {
+        let Ok(mut out) = self.out.lock() else { return };
+        let now = Instant::now();
+        if let Some(media) = answer.remote_media {
+            let moved = out
+                .offered
+                .is_some_and(|old| old.ip().to_canonical() != media.ip().to_canonical());
+            if moved {
+                out.latched = None;
             }
-            out.sending = sending && remote.is_some();
-            out.codec = codec;
-            let _ = out.sender.set_payload_type(payload_type);
+            out.offered = Some(media);
         }
+        out.sending = super::call::sends(answer.direction) && answer.remote_rtp.is_some();
+        let expect = answer.remote_media.is_some()
+            && matches!(
+                answer.direction,
+                sdp::Direction::SendRecv | sdp::Direction::RecvOnly
+            );
+        if expect && !out.expect_rtp {
+            // Resumed from hold: the timeout counts from now.
+            out.heard = now;
+        }
+        out.expect_rtp = expect;
+        out.codec = super::call::media_codec(answer.codec);
+        let _ = out.sender.set_payload_type(answer.payload_type);
     }
 
     /// The codec this session sends.
@@ -248,7 +410,7 @@ impl MediaSession {
         {
             *byte = (*byte & 0x80) | (into & 0x7f);
         }
-        let remote = to.out.lock().ok().and_then(|o| o.remote);
+        let remote = to.out.lock().ok().and_then(|o| o.destination());
         if let Some(remote) = remote
             && to.socket.try_send_to(packet, remote).is_ok()
         {
@@ -256,25 +418,22 @@ impl MediaSession {
         }
     }
 
-    /// Symmetric RTP: once the caller's media arrives, answer to where it comes from (NAT).
-    /// A source we cannot send to (port 0, an unspecified address) is never latched.
-    fn latch(&self, from: SocketAddr, now: Instant) {
-        if from.port() == 0 || from.ip().is_unspecified() {
-            return;
+    /// Whether a packet from `from` with `ssrc` is the caller's media (see [`MediaRules`]);
+    /// counts it when it is not.
+    fn admit(&self, from: SocketAddr, ssrc: u32, now: Instant) -> bool {
+        let admitted = self
+            .out
+            .lock()
+            .map(|mut out| out.admit(from, ssrc, now))
+            .unwrap_or(false);
+        if !admitted {
+            let before = self.foreign_dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().rtp_foreign_dropped();
+            if before == 0 {
+                tracing::info!(%from, local = %self.local, "RTP dropped: not this call's media source");
+            }
         }
-        let Ok(mut out) = self.out.lock() else { return };
-        if out.latched && out.remote == Some(from) {
-            out.latched_seen = Some(now);
-            return;
-        }
-        let current_quiet = out
-            .latched_seen
-            .is_none_or(|seen| now.duration_since(seen) >= RELATCH_AFTER);
-        if !out.latched || current_quiet {
-            out.remote = Some(from);
-            out.latched = true;
-            out.latched_seen = Some(now);
-        }
+        admitted
     }
 
     /// Writes this tick's packet into `buf`: (length, destination), or None when there is
@@ -314,7 +473,7 @@ impl MediaSession {
             }
         }
         out.started = true;
-        let (Some(frame), Some(remote), true) = (frame, out.remote, out.sending) else {
+        let (Some(frame), Some(remote)) = (frame, out.destination()) else {
             out.sender.skip(FRAME_SAMPLES);
             return None;
         };
@@ -378,11 +537,6 @@ impl Pacer {
     }
 }
 
-/// A cheap check for relaying: RTP version 2 and a whole fixed header.
-fn looks_like_rtp(packet: &[u8]) -> bool {
-    packet.len() >= 12 && packet[0] >> 6 == 2
-}
-
 /// A digit from the media side, with when it arrived.
 #[derive(Debug, Clone, Copy)]
 pub struct MediaDigit {
@@ -395,11 +549,12 @@ pub struct MediaDigit {
 }
 
 /// Reads the caller's RTP until the session's socket is dropped or the receiver is gone:
-/// latches the remote address, and turns RFC 4733 events and in-band tones into digits.
+/// keeps only the call's own media source, and turns its RFC 4733 events and in-band tones
+/// into digits. At most [`MAX_PENDING_DIGITS`] digits wait in `digits`; more are dropped.
 pub async fn receive(
     session: Arc<MediaSession>,
     telephone_event: Option<u8>,
-    digits: mpsc::UnboundedSender<MediaDigit>,
+    digits: mpsc::Sender<MediaDigit>,
 ) {
     let mut rtp = RtpReceiver::new(telephone_event);
     let mut events = Rfc4733Receiver::new();
@@ -411,18 +566,22 @@ pub async fn receive(
             return;
         };
         let now = Instant::now();
+        let packet = &buf[..len];
+        // Not RTP, or RTCP multiplexed on the port: nothing to hear, nothing to latch onto.
+        let Some(ssrc) = rtp_ssrc(packet).filter(|_| !is_rtcp(packet)) else {
+            continue;
+        };
+        if !session.admit(from, ssrc, now) {
+            continue;
+        }
         if session.is_relaying() {
-            // Bridged: the other leg gets every packet, digits included.
-            if looks_like_rtp(&buf[..len]) {
-                session.latch(from, now);
-                session.relay(&mut buf[..len]);
-            }
+            // Bridged: the other leg gets every packet of this leg's media, digits included.
+            session.relay(&mut buf[..len]);
             continue;
         }
         let Ok(packet) = rtp.receive(&buf[..len]) else {
-            continue; // not RTP: ignore, and do not latch onto its source
+            continue;
         };
-        session.latch(from, now);
         let mut found: Vec<(DigitSource, Digit)> = Vec::new();
         match packet.payload {
             RtpPayload::TelephoneEvent { payload } => {
@@ -441,16 +600,207 @@ pub async fn receive(
             _ => {}
         }
         for (source, digit) in found {
-            if digits
-                .send(MediaDigit {
-                    source,
-                    digit,
-                    at: now,
-                })
-                .is_err()
-            {
-                return;
+            let digit = MediaDigit {
+                source,
+                digit,
+                at: now,
+            };
+            match digits.try_send(digit) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(local = %session.local, "digit queue full ({MAX_PENDING_DIGITS}); key dropped");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// An outbound state for a call signalled from `signalling` whose SDP names `offered`.
+    fn out(latch: MediaLatch, signalling: &str, offered: &str) -> Outbound {
+        Outbound {
+            rules: MediaRules {
+                latch,
+                confirm: true,
+            },
+            signalling: signalling.parse().unwrap(),
+            offered: Some(addr(offered)),
+            sending: true,
+            expect_rtp: true,
+            latched: None,
+            heard: Instant::now(),
+            codec: Codec::Pcmu,
+            sender: RtpSender::new(0).unwrap(),
+            queue: VecDeque::new(),
+            done: None,
+            started: false,
+        }
+    }
+
+    #[test]
+    fn sendable_refuses_unspecified_multicast_broadcast_and_port_zero() {
+        assert!(sendable(addr("127.0.0.1:4000")));
+        assert!(sendable(addr("[2001:db8::1]:4000")));
+        for bad in [
+            "0.0.0.0:4000",
+            "224.0.0.1:4000",
+            "239.1.2.3:4000",
+            "255.255.255.255:4000",
+            "[::]:4000",
+            "[ff02::1]:4000",
+            "[::ffff:224.0.0.1]:4000",
+            "127.0.0.1:0",
+        ] {
+            assert!(!sendable(addr(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signalling_ip_mode_hears_only_the_callers_ips_and_locks_to_one_source() {
+        let t0 = Instant::now();
+        let mut o = out(MediaLatch::SignallingIp, "127.0.0.1", "127.0.0.3:6000");
+        // Neither the c= IP nor the SIP source: never.
+        assert!(!o.admit(addr("127.0.0.2:6000"), 1, t0));
+        // The signalling IP from another port than the SDP's (symmetric RTP, NAT): latches.
+        assert!(o.admit(addr("127.0.0.1:7000"), 7, t0));
+        assert_eq!(o.destination(), Some(addr("127.0.0.1:7000")));
+        // Locked: another port of the same IP, another SSRC, the c= IP: dropped while the
+        // latched source is live.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(!o.admit(addr("127.0.0.1:7002"), 7, t1));
+        assert!(!o.admit(addr("127.0.0.1:7000"), 8, t1));
+        assert!(!o.admit(addr("127.0.0.3:6000"), 7, t1));
+        assert!(o.admit(addr("127.0.0.1:7000"), 7, t1));
+        // After the quiet time a re-latch needs the same IP.
+        let t2 = t1 + RELATCH_AFTER;
+        assert!(!o.admit(addr("127.0.0.3:6000"), 9, t2));
+        assert!(!o.admit(addr("127.0.0.2:6000"), 9, t2));
+        assert!(o.admit(addr("127.0.0.1:7002"), 9, t2));
+        assert_eq!(o.destination(), Some(addr("127.0.0.1:7002")));
+        assert!(!o.admit(addr("127.0.0.1:7000"), 7, t2));
+        // Port 0 is never anyone's media.
+        assert!(!o.admit(addr("127.0.0.1:0"), 9, t2));
+    }
+
+    #[test]
+    fn strict_mode_hears_only_the_sdp_address() {
+        let t0 = Instant::now();
+        let mut o = out(MediaLatch::Strict, "127.0.0.1", "127.0.0.3:6000");
+        assert!(!o.admit(addr("127.0.0.1:6000"), 1, t0));
+        assert!(o.admit(addr("127.0.0.3:6002"), 1, t0));
+        // IPv4-mapped IPv6 (a dual-stack socket) is the same source.
+        let mut o = out(MediaLatch::Strict, "127.0.0.1", "127.0.0.3:6000");
+        assert!(o.admit(addr("[::ffff:127.0.0.3]:6000"), 1, t0));
+    }
+
+    #[test]
+    fn any_mode_hears_everyone_as_before() {
+        let t0 = Instant::now();
+        let mut o = out(MediaLatch::Any, "127.0.0.1", "127.0.0.1:6000");
+        assert!(o.admit(addr("127.0.0.2:6000"), 1, t0));
+        assert!(o.admit(addr("127.0.0.9:6000"), 2, t0));
+        assert_eq!(o.destination(), Some(addr("127.0.0.2:6000")));
+        assert!(o.admit(addr("127.0.0.9:6000"), 2, t0 + RELATCH_AFTER));
+        assert_eq!(o.destination(), Some(addr("127.0.0.9:6000")));
+    }
+
+    #[test]
+    fn an_sdp_address_other_than_the_signalling_source_waits_for_its_rtp() {
+        let t0 = Instant::now();
+        let mut o = out(MediaLatch::SignallingIp, "127.0.0.1", "127.0.0.3:6000");
+        assert_eq!(o.destination(), None, "not vouched for yet");
+        assert!(o.admit(addr("127.0.0.3:6000"), 1, t0));
+        assert_eq!(o.destination(), Some(addr("127.0.0.3:6000")));
+        // Without confirmation the SDP address is used at once (but never a multicast one).
+        let mut o = out(MediaLatch::SignallingIp, "127.0.0.1", "127.0.0.3:6000");
+        o.rules.confirm = false;
+        assert_eq!(o.destination(), Some(addr("127.0.0.3:6000")));
+        o.offered = Some(addr("224.0.0.1:6000"));
+        assert_eq!(o.destination(), None);
+        // The signalling source's own address needs no confirmation; hold stops sending.
+        let mut o = out(MediaLatch::SignallingIp, "127.0.0.1", "127.0.0.1:6000");
+        assert_eq!(o.destination(), Some(addr("127.0.0.1:6000")));
+        o.sending = false;
+        assert_eq!(o.destination(), None);
+    }
+
+    fn answer_for(offer: &str) -> sdp::Answer {
+        let parsed = sdp::parse(offer.as_bytes()).unwrap();
+        sdp::answer(&parsed, "127.0.0.1".parse().unwrap(), 20000).unwrap()
+    }
+
+    fn offer(ip: &str, direction: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na={direction}\r\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn renegotiation_moves_the_latch_and_hold_stops_the_rtp_clock() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session =
+            MediaSession::new(socket, MediaRules::default(), "127.0.0.1".parse().unwrap())
+                .unwrap();
+        session.renegotiate(&answer_for(&offer("127.0.0.1", "sendrecv")));
+        let t0 = Instant::now();
+        assert!(session.admit(addr("127.0.0.1:6000"), 1, t0));
+        assert!(session.quiet_since().is_some());
+        // Hold (sendonly from the caller: it may still send) keeps the clock; inactive and
+        // c=0.0.0.0 stop it, and keep the latch.
+        session.renegotiate(&answer_for(&offer("127.0.0.1", "sendonly")));
+        assert!(session.quiet_since().is_some());
+        session.renegotiate(&answer_for(&offer("127.0.0.1", "inactive")));
+        assert_eq!(session.quiet_since(), None);
+        session.renegotiate(&answer_for(&offer("0.0.0.0", "sendrecv")));
+        assert_eq!(session.quiet_since(), None);
+        assert!(!session.admit(addr("127.0.0.1:6002"), 1, t0));
+        // Resume restarts the clock.
+        session.renegotiate(&answer_for(&offer("127.0.0.1", "sendrecv")));
+        assert!(session.quiet_since().is_some_and(|since| since >= t0));
+        // A new c= IP: its RTP latches at once, the old source is locked out.
+        session.renegotiate(&answer_for(&offer("127.0.0.5", "sendrecv")));
+        assert!(session.admit(addr("127.0.0.5:6000"), 2, t0));
+        assert!(!session.admit(addr("127.0.0.1:6000"), 1, t0));
+        assert_eq!(session.foreign_dropped(), 2);
+    }
+
+    #[test]
+    fn ports_are_random_and_never_one_in_use() {
+        // A small private block of the ephemeral range: some tests' ports may be in it, which
+        // is the point (bind skips them).
+        let first = 41_000u16;
+        let ports = RtpPorts::new("127.0.0.1".parse().unwrap(), first, first + 199);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut held = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..20 {
+                let socket = ports.bind().unwrap();
+                let port = socket.local_addr().unwrap().port();
+                assert!(port % 2 == 0 && (first..first + 200).contains(&port));
+                assert!(seen.insert(port), "port {port} handed out twice while in use");
+                held.push(socket);
+            }
+            let mut sorted: Vec<u16> = seen.iter().copied().collect();
+            sorted.sort_unstable();
+            let consecutive = sorted.windows(2).filter(|w| w[1] - w[0] == 2).count();
+            assert!(
+                consecutive < 15,
+                "ports look sequential, not random: {sorted:?}"
+            );
+        });
     }
 }

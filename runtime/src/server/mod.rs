@@ -133,6 +133,12 @@ pub struct ServerConfig {
     pub transfer: crate::config::TransferSection,
     /// Source ACL and rate limit.
     pub guard: guard::GuardConfig,
+    /// Whose RTP a call hears and where its RTP may go.
+    pub media: media::MediaRules,
+    /// End a call whose caller has sent no RTP this long while media is expected (`None`: off).
+    pub rtp_timeout: Option<Duration>,
+    /// End a call this long after it was answered (`None`: off).
+    pub max_duration: Option<Duration>,
 }
 
 /// What every task of the server shares.

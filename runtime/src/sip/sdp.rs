@@ -141,6 +141,10 @@ pub struct Answer {
     pub direction: Direction,
     /// Where to send RTP; `None` when the offerer asked not to receive (hold, `c=0.0.0.0`, port 0).
     pub remote_rtp: Option<SocketAddr>,
+    /// The offer's media address (`c=` and `m=` port) whatever the direction, so a caller on
+    /// hold that still sends (music on hold) is known; `None` without a usable address
+    /// (absent, `0.0.0.0`, port 0).
+    pub remote_media: Option<SocketAddr>,
     /// The SDP answer body.
     pub sdp: Vec<u8>,
 }
@@ -366,6 +370,9 @@ pub fn answer(
         };
     }
     let we_send = matches!(direction, Direction::SendRecv | Direction::SendOnly);
+    let remote_media = remote_ip
+        .filter(|ip| !ip.is_unspecified() && stream.port != 0)
+        .map(|ip| SocketAddr::new(ip, stream.port));
     let remote_rtp = match remote_ip {
         Some(ip) if we_send && !ip.is_unspecified() => Some(SocketAddr::new(ip, stream.port)),
         _ => None,
@@ -409,6 +416,7 @@ pub fn answer(
         telephone_event,
         direction,
         remote_rtp,
+        remote_media,
         sdp: sdp.into_bytes(),
     })
 }
@@ -496,6 +504,8 @@ mod tests {
         let a = answer(&parse(hold.as_bytes()).unwrap(), local(), 1).unwrap();
         assert_eq!(a.direction, Direction::RecvOnly);
         assert_eq!(a.remote_rtp, None);
+        // On hold the caller may still send (music on hold): its address stays known.
+        assert_eq!(a.remote_media, Some("127.0.0.1:6000".parse().unwrap()));
         assert!(String::from_utf8(a.sdp).unwrap().contains("a=recvonly"));
 
         let inactive = SIPP_OFFER.replace("a=sendrecv", "a=inactive");
@@ -506,6 +516,7 @@ mod tests {
         let a = answer(&parse(zero.as_bytes()).unwrap(), local(), 1).unwrap();
         assert_eq!(a.direction, Direction::RecvOnly);
         assert_eq!(a.remote_rtp, None);
+        assert_eq!(a.remote_media, None);
 
         let a = answer(&parse(SIPP_OFFER.as_bytes()).unwrap(), local(), 1).unwrap();
         assert_eq!(a.direction, Direction::SendRecv);

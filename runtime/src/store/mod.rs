@@ -62,7 +62,7 @@ pub struct CallRecord {
     pub path: Vec<String>,
     /// Key entries in order.
     pub digits: Vec<String>,
-    /// `transfer`, `hangup`, `suppress`, `caller-hangup`, `error`, `cancelled`, `rejected`.
+    /// `transfer`, `hangup`, `suppress`, `caller-hangup`, `media-timeout`, `max-duration`, `error`, `cancelled`, `rejected`.
     pub outcome: String,
     /// Where a transfer went.
     pub destination: Option<String>,
