@@ -61,8 +61,7 @@ fn call_record(store: &Path, call_id: &str, server: &Server) -> Value {
     let store = store.to_str().expect("UTF-8 path");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (code, out, err) =
-            wasm_ivr(&["calls", "--store", store, "--json", "--limit", "1000"]);
+        let (code, out, err) = wasm_ivr(&["calls", "--store", store, "--json", "--limit", "1000"]);
         assert_eq!(code, Some(0), "wasm-ivr calls failed: {err}");
         let records: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
         if let Some(r) = records
@@ -72,7 +71,10 @@ fn call_record(store: &Path, call_id: &str, server: &Server) -> Value {
             return r.clone();
         }
         if Instant::now() > deadline {
-            panic!("no call record for {call_id} within 15 s: {out}\n{}", server.log());
+            panic!(
+                "no call record for {call_id} within 15 s: {out}\n{}",
+                server.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -319,7 +321,13 @@ fn assert_ended_by_runtime(run: &SippRun, server: &Server, store: &Path, outcome
         run.report()
     );
     let trace = server.trace(&run.call_id);
-    assert_eq!(trace.outcome(), outcome, "{}\n{}", trace.pretty(), server.log());
+    assert_eq!(
+        trace.outcome(),
+        outcome,
+        "{}\n{}",
+        trace.pretty(),
+        server.log()
+    );
     let record = call_record(store, &run.call_id, server);
     assert_eq!(record["outcome"], outcome, "{record}");
 }
@@ -362,9 +370,15 @@ fn rtp_timeout_ends_a_silent_call_but_not_one_on_hold() {
         ],
     )
     .timeout(40);
+    // Hold as `a=inactive`: the caller sends no RTP either.
     let xml = std::fs::read_to_string(&held.scenario).expect("read the scenario");
-    assert_eq!(xml.matches("a=sendonly").count(), 1, "one hold re-INVITE");
-    std::fs::write(&held.scenario, xml.replace("a=sendonly", "a=inactive"))
+    let sdp_line = "      a=sendonly\n";
+    assert_eq!(
+        xml.matches(sdp_line).count(),
+        1,
+        "one hold re-INVITE\n{xml}"
+    );
+    std::fs::write(&held.scenario, xml.replace(sdp_line, "      a=inactive\n"))
         .expect("write the scenario");
     let held = held.run(&server);
     assert_ended_by_runtime(&held, &server, &store, "media-timeout");

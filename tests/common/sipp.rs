@@ -1073,17 +1073,15 @@ impl RunningSipp {
     pub fn server_rtp_port(&self, timeout: Duration) -> Option<u16> {
         let deadline = Instant::now() + timeout;
         loop {
-            let messages = std::fs::read_to_string(self.sipp.log("messages.log")).unwrap_or_default();
-            let port = messages
-                .split("SIP/2.0 200 OK")
-                .skip(1)
-                .find_map(|answer| {
-                    answer
-                        .lines()
-                        .find_map(|l| l.trim().strip_prefix("m=audio "))
-                        .and_then(|rest| rest.split(' ').next())
-                        .and_then(|p| p.parse().ok())
-                });
+            let messages =
+                std::fs::read_to_string(self.sipp.log("messages.log")).unwrap_or_default();
+            let port = messages.split("SIP/2.0 200 OK").skip(1).find_map(|answer| {
+                answer
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("m=audio "))
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|p| p.parse().ok())
+            });
             if port.is_some() || Instant::now() > deadline {
                 return port;
             }

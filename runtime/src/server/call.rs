@@ -321,7 +321,11 @@ impl Limits {
             return Err(Expiry::MediaTimeout);
         }
         let far = now + Duration::from_secs(3600);
-        Ok([max_at, quiet_at].into_iter().flatten().min().unwrap_or(far))
+        Ok([max_at, quiet_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far))
     }
 }
 
@@ -980,7 +984,10 @@ mod limit_tests {
             max_duration: Some(s(3600)),
         };
         // Heard 10 s in: look again at 70 s.
-        assert_eq!(limits.check(t0, Some(t0 + s(10)), t0 + s(20)), Ok(t0 + s(70)));
+        assert_eq!(
+            limits.check(t0, Some(t0 + s(10)), t0 + s(20)),
+            Ok(t0 + s(70))
+        );
         assert_eq!(
             limits.check(t0, Some(t0 + s(10)), t0 + s(70)),
             Err(Expiry::MediaTimeout)

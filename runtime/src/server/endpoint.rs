@@ -282,18 +282,15 @@ impl Endpoint {
             }
             None => (sdp::offer(media_ip, local.port()), None),
         };
-        let session = match MediaSession::new(
-            socket,
-            self.shared.config.media,
-            incoming.source.ip(),
-        ) {
-            Ok(session) => session,
-            Err(e) => {
-                tracing::warn!("RTP session: {e}");
-                self.reject(call, 500, "Server Internal Error");
-                return;
-            }
-        };
+        let session =
+            match MediaSession::new(socket, self.shared.config.media, incoming.source.ip()) {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::warn!("RTP session: {e}");
+                    self.reject(call, 500, "Server Internal Error");
+                    return;
+                }
+            };
         if let Some(answer) = &negotiated {
             session.renegotiate(answer);
         }

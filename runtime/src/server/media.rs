@@ -749,8 +749,7 @@ mod tests {
     async fn renegotiation_moves_the_latch_and_hold_stops_the_rtp_clock() {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let session =
-            MediaSession::new(socket, MediaRules::default(), "127.0.0.1".parse().unwrap())
-                .unwrap();
+            MediaSession::new(socket, MediaRules::default(), "127.0.0.1".parse().unwrap()).unwrap();
         session.renegotiate(&answer_for(&offer("127.0.0.1", "sendrecv")));
         let t0 = Instant::now();
         assert!(session.admit(addr("127.0.0.1:6000"), 1, t0));
@@ -791,7 +790,10 @@ mod tests {
                 let socket = ports.bind().unwrap();
                 let port = socket.local_addr().unwrap().port();
                 assert!(port % 2 == 0 && (first..first + 200).contains(&port));
-                assert!(seen.insert(port), "port {port} handed out twice while in use");
+                assert!(
+                    seen.insert(port),
+                    "port {port} handed out twice while in use"
+                );
                 held.push(socket);
             }
             let mut sorted: Vec<u16> = seen.iter().copied().collect();
