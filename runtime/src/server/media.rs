@@ -358,11 +358,9 @@ impl MediaSession {
             out.offered = Some(media);
         }
         out.sending = super::call::sends(answer.direction) && answer.remote_rtp.is_some();
-        let expect = answer.remote_media.is_some()
-            && matches!(
-                answer.direction,
-                sdp::Direction::SendRecv | sdp::Direction::RecvOnly
-            );
+        // Any hold (sendonly, recvonly, inactive, `c=0.0.0.0`) means no RTP is owed: a phone
+        // on hold often sends nothing even when its SDP says it could (music on hold).
+        let expect = answer.remote_media.is_some() && answer.direction == sdp::Direction::SendRecv;
         if expect && !out.expect_rtp {
             // Resumed from hold: the timeout counts from now.
             out.heard = now;
@@ -754,10 +752,11 @@ mod tests {
         let t0 = Instant::now();
         assert!(session.admit(addr("127.0.0.1:6000"), 1, t0));
         assert!(session.quiet_since().is_some());
-        // Hold (sendonly from the caller: it may still send) keeps the clock; inactive and
-        // c=0.0.0.0 stop it, and keep the latch.
+        // Every kind of hold stops the clock and keeps the latch.
         session.renegotiate(&answer_for(&offer("127.0.0.1", "sendonly")));
-        assert!(session.quiet_since().is_some());
+        assert_eq!(session.quiet_since(), None);
+        session.renegotiate(&answer_for(&offer("127.0.0.1", "recvonly")));
+        assert_eq!(session.quiet_since(), None);
         session.renegotiate(&answer_for(&offer("127.0.0.1", "inactive")));
         assert_eq!(session.quiet_since(), None);
         session.renegotiate(&answer_for(&offer("0.0.0.0", "sendrecv")));
@@ -789,7 +788,7 @@ mod tests {
             for _ in 0..20 {
                 let socket = ports.bind().unwrap();
                 let port = socket.local_addr().unwrap().port();
-                assert!(port % 2 == 0 && (first..first + 200).contains(&port));
+                assert!(port.is_multiple_of(2) && (first..first + 200).contains(&port));
                 assert!(
                     seen.insert(port),
                     "port {port} handed out twice while in use"
