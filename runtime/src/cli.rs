@@ -216,7 +216,7 @@ pub enum Command {
         engine: EngineArgs,
     },
     /// Answer SIP calls with the IVRs of a folder, hot-reloading it as files change.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the JSON Schema of the tree format.
     Schema,
     /// Draw a JSON tree: nodes, keys on edges, timeout and invalid-key edges dashed.
@@ -317,7 +317,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             };
             simulate_cmd(&path, &keys, json, options, &engine)
         }
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Tts {
             text,
             voice,
