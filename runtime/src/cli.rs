@@ -591,7 +591,12 @@ fn dnc(path: &Path, action: DncAction) -> Result<ExitCode> {
             }
             for entry in list {
                 if csv {
-                    println!("{},{},{}", entry.number, entry.added_at_ms, entry.source);
+                    println!(
+                        "{},{},{}",
+                        crate::api::csv_cell(&entry.number),
+                        entry.added_at_ms,
+                        crate::api::csv_cell(&entry.source)
+                    );
                 } else {
                     println!("{}  {}  {}", entry.number, entry.added_at_ms, entry.source);
                 }
@@ -627,6 +632,7 @@ async fn start_api(
     listen: Option<&str>,
     explicit: bool,
     state: Arc<crate::api::ApiState>,
+    limits: crate::api::HttpLimits,
 ) -> Result<Option<std::net::SocketAddr>> {
     let Some(listen) = listen else {
         tracing::info!("HTTP API off");
@@ -652,7 +658,7 @@ async fn start_api(
         tracing::warn!(%local, "HTTP API without API keys, on loopback only");
     }
     tracing::info!(%local, "HTTP API listening");
-    tokio::spawn(crate::api::serve(listener, state));
+    tokio::spawn(crate::api::serve(listener, state, limits));
     Ok(Some(local))
 }
 
@@ -820,6 +826,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         .or(file.http.listen.clone())
         .unwrap_or_else(|| config::DEFAULT_HTTP_LISTEN.to_owned());
     let http_listen = (!http_listen.eq_ignore_ascii_case("off")).then_some(http_listen);
+    let http_limits = file.http.limits();
     let mut api_keys = file.http.api_keys.clone();
     if let Ok(keys) = std::env::var("WASM_IVR_API_KEYS") {
         api_keys.extend(
@@ -875,7 +882,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             speech.clone(),
             &api_keys,
         ));
-        let http = start_api(http_listen.as_deref(), http_explicit, api_state).await?;
+        let http = start_api(
+            http_listen.as_deref(),
+            http_explicit,
+            api_state,
+            http_limits,
+        )
+        .await?;
         // Pruned at start and then periodically; the task ends with the runtime.
         tokio::spawn(crate::store::retention::run(
             store.clone(),

@@ -50,6 +50,9 @@
 //! [http]
 //! listen = "127.0.0.1:8080"          # the operator API; "off" disables it
 //! # api_keys = ["change-me"]         # bearer keys (also WASM_IVR_API_KEYS); none: loopback only
+//! max_connections = 256              # served at once; more wait in the listen backlog
+//! header_timeout_s = 10              # to send a request's headers (and keep-alive idle time)
+//! request_timeout_s = 120            # for a whole request (408 after it)
 //! ```
 
 use serde::Deserialize;
@@ -99,6 +102,28 @@ pub struct HttpSection {
     /// Accepted bearer keys.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// Connections served at once (default 256).
+    pub max_connections: Option<usize>,
+    /// Seconds to send a request's header section (default 10).
+    pub header_timeout_s: Option<u64>,
+    /// Seconds for a whole request (default 120).
+    pub request_timeout_s: Option<u64>,
+}
+
+impl HttpSection {
+    /// The server's bounds: these settings over the defaults.
+    pub fn limits(&self) -> crate::api::HttpLimits {
+        let defaults = crate::api::HttpLimits::default();
+        crate::api::HttpLimits {
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            header_timeout: self
+                .header_timeout_s
+                .map_or(defaults.header_timeout, std::time::Duration::from_secs),
+            request_timeout: self
+                .request_timeout_s
+                .map_or(defaults.request_timeout, std::time::Duration::from_secs),
+        }
+    }
 }
 
 /// Default API address.

@@ -172,10 +172,21 @@ pub struct HistoryQuery {
     pub limit: Option<u32>,
 }
 
+/// An IVR id names files `DIR/<id>.json|wasm|toml`: letters, digits, `-` and `_` only (no
+/// dots, so no dot files, extensions or paths), and never the stem of a file the folder keeps
+/// for itself (`routes`, whose `routes.toml` a `DELETE /ivr/routes` would otherwise remove).
 fn check_id(id: &str) -> ApiResult<()> {
+    let routes_stem = FsPath::new(ROUTES_FILE)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(ROUTES_FILE);
+    if id.eq_ignore_ascii_case(routes_stem) {
+        return Err(ApiError::bad_request(format!(
+            "'{id}' is reserved (the folder's {ROUTES_FILE})"
+        )));
+    }
     let ok = !id.is_empty()
         && id.len() <= 128
-        && !id.starts_with('.')
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -513,6 +524,10 @@ pub async fn delete_ivr(
                 .with_details(dids),
         );
     }
+    // Only an IVR is deleted: a settings file without its component is not one.
+    if !state.ivr_names().contains(&id) {
+        return Err(ApiError::not_found(format!("no IVR '{id}'")));
+    }
     let mut removed = false;
     for ext in ["json", "wasm", "toml"] {
         match std::fs::remove_file(state.dir.join(format!("{id}.{ext}"))) {
@@ -670,17 +685,12 @@ pub async fn upload_audio(
 ) -> ApiResult<(StatusCode, Json<AudioFile>)> {
     use crate::media::prompt::{EncodedPrompt, PromptFormat, PromptLimits};
     let mut upload = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))?
-    {
+    // The error's own status: 413 past the body limit, 400 for a malformed form.
+    let refused = |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), e.body_text());
+    while let Some(field) = multipart.next_field().await.map_err(refused)? {
         if field.name() == Some("file") {
             let name = field.file_name().map(str::to_owned).unwrap_or_default();
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let bytes = field.bytes().await.map_err(refused)?;
             upload = Some((name, bytes));
         }
     }
@@ -876,9 +886,9 @@ pub async fn list_dnc(
         for e in &list {
             csv.push_str(&format!(
                 "{},{},{}\n",
-                e.number,
+                super::csv_cell(&e.number),
                 rfc3339(e.added_at_ms.max(0) as u64),
-                e.source
+                super::csv_cell(&e.source)
             ));
         }
         return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());

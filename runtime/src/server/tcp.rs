@@ -4,8 +4,11 @@
 //! over the same connection.
 //!
 //! Bounded: at most [`MAX_CONNECTIONS`] connections, each closed after [`IDLE_TIMEOUT`] without
-//! traffic, and closed at once when its stream cannot be framed (bad or conflicting
-//! Content-Length, a message over the size limit), since a stream cannot be resynchronised.
+//! traffic, after [`MESSAGE_TIMEOUT`] with an unfinished message (a peer trickling bytes keeps
+//! the idle timer fresh, not this one: slow-loris), when a write stalls for [`WRITE_TIMEOUT`]
+//! (a peer that does not read), and at once when its stream cannot be framed (bad, overlarge
+//! or conflicting Content-Length, a message over the size limit), since a stream cannot be
+//! resynchronised.
 
 use super::guard::{Guard, Verdict};
 use crate::sip::stream::{Frame, StreamFramer};
@@ -14,7 +17,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio::sync::mpsc;
 
 /// Connections open at once per listener; more are refused.
@@ -23,6 +28,11 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 /// A connection without traffic this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A message must be complete this long after its first byte arrived.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write (a response, a keep-alive pong) that cannot be handed to the kernel this long means
+/// the peer stopped reading: the connection is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message accepted on a stream.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -134,30 +144,37 @@ async fn connection(
     mut outgoing: mpsc::Receiver<Vec<u8>>,
     connections: Connections,
 ) {
+    // The slot is given back however the task ends (a panic included), so it cannot leak.
+    let _slot = Slot { connections, peer };
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = StreamFramer::new(MAX_MESSAGE);
     let mut buf = [0u8; 8192];
+    let mut idle_deadline = Instant::now() + IDLE_TIMEOUT;
+    // Set while an unfinished message is buffered: when its first byte came, plus the limit.
+    let mut message_deadline: Option<Instant> = None;
     'connection: loop {
+        let deadline = message_deadline.map_or(idle_deadline, |m| m.min(idle_deadline));
         tokio::select! {
-            read = tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut buf)) => {
+            read = reader.read(&mut buf) => {
                 let n = match read {
-                    Ok(Ok(n)) if n > 0 => n,
-                    Ok(Ok(_)) | Ok(Err(_)) => break,
-                    Err(_) => {
-                        tracing::debug!(%peer, "TCP connection idle; closing");
-                        break;
-                    }
+                    Ok(n) if n > 0 => n,
+                    Ok(_) | Err(_) => break,
                 };
+                let now = Instant::now();
+                idle_deadline = now + IDLE_TIMEOUT;
                 framer.push(&buf[..n]);
+                let mut framed = false;
                 loop {
                     match framer.next_frame() {
                         Ok(Some(Frame::Message(message))) => {
+                            framed = true;
                             if frames.send((peer, message)).await.is_err() {
                                 break 'connection;
                             }
                         }
                         Ok(Some(Frame::KeepAlive)) => {
-                            if writer.write_all(b"\r\n").await.is_err() {
+                            framed = true;
+                            if !write(&mut writer, b"\r\n", peer).await {
                                 break 'connection;
                             }
                         }
@@ -168,18 +185,60 @@ async fn connection(
                         }
                     }
                 }
+                // A new message starts its own clock; more bytes of the same one do not.
+                if !framer.is_partial() {
+                    message_deadline = None;
+                } else if framed || message_deadline.is_none() {
+                    message_deadline = Some(now + MESSAGE_TIMEOUT);
+                }
             }
             message = outgoing.recv() => match message {
                 Some(data) => {
-                    if writer.write_all(&data).await.is_err() {
+                    if !write(&mut writer, &data, peer).await {
                         break;
                     }
+                    idle_deadline = Instant::now() + IDLE_TIMEOUT;
                 }
                 None => break,
             },
+            () = tokio::time::sleep_until(deadline) => {
+                if message_deadline.is_some_and(|m| m <= Instant::now()) {
+                    tracing::info!(%peer, "closing TCP connection: no complete message within {MESSAGE_TIMEOUT:?}");
+                } else {
+                    tracing::debug!(%peer, "TCP connection idle; closing");
+                }
+                break;
+            }
         }
     }
-    if let Ok(mut open) = connections.lock() {
-        open.remove(&peer);
+}
+
+/// A connection's entry in the table, removed when the connection task ends.
+struct Slot {
+    connections: Connections,
+    peer: SocketAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.connections.lock() {
+            open.remove(&self.peer);
+        }
+    }
+}
+
+/// Writes all of `data`, or says the connection is done (an error, or a peer that has not
+/// read for [`WRITE_TIMEOUT`]).
+async fn write(writer: &mut OwnedWriteHalf, data: &[u8], peer: SocketAddr) -> bool {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(data)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TCP write: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::info!(%peer, "closing TCP connection: the peer has not read for {WRITE_TIMEOUT:?}");
+            false
+        }
     }
 }
