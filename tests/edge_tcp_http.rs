@@ -95,7 +95,9 @@ fn tcp_tricklers_and_overflowing_lengths_are_closed_while_fresh_connections_are_
             ..ServerOptions::default()
         },
     );
-    let port = server.tcp_port.expect("the ready line names the TCP listener");
+    let port = server
+        .tcp_port
+        .expect("the ready line names the TCP listener");
 
     // The tricklers: a request line and a header that never ends.
     let trickle: Vec<u8> = {
@@ -145,10 +147,8 @@ fn tcp_tricklers_and_overflowing_lengths_are_closed_while_fresh_connections_are_
         // Meanwhile, one overflowing Content-Length after another, each closed unanswered.
         if overflow_done < 70 {
             let mut stream = tcp_connect(port);
-            let message = options_over_tcp(&stream, port, 1000 + overflow_done).replace(
-                "Content-Length: 0",
-                "Content-Length: 18446744073709551615",
-            );
+            let message = options_over_tcp(&stream, port, 1000 + overflow_done)
+                .replace("Content-Length: 0", "Content-Length: 18446744073709551615");
             stream.write_all(message.as_bytes()).expect("send overflow");
             let (response, closed) = read_response(&mut stream);
             assert!(
@@ -326,7 +326,11 @@ fn reserved_and_path_like_ivr_ids_are_refused() {
         ("PUT", "/components/a.b"),
     ] {
         let body: &[u8] = if method == "PATCH" { b"{}" } else { b"" };
-        let headers = if method == "PATCH" { json_headers() } else { "" };
+        let headers = if method == "PATCH" {
+            json_headers()
+        } else {
+            ""
+        };
         let reply = http(port, method, path, headers, body);
         assert!(
             reply.status == 400 || reply.status == 404,
@@ -660,7 +664,10 @@ fn csv_export_is_escaped() {
             .any(|l| l.starts_with("\"'=hyperlink(\"\"http://evil.example\"\",\"\"x\"\")\",")),
         "{lines:?}"
     );
-    assert!(lines.iter().any(|l| l.starts_with("'@sum(a1),")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("'@sum(a1),")),
+        "{lines:?}"
+    );
     assert!(lines.iter().any(|l| l.starts_with("'-cmd,")), "{lines:?}");
     assert!(lines.iter().any(|l| l.starts_with("'+cmd,")), "{lines:?}");
     for line in &lines[1..] {

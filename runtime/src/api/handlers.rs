@@ -686,7 +686,8 @@ pub async fn upload_audio(
     use crate::media::prompt::{EncodedPrompt, PromptFormat, PromptLimits};
     let mut upload = None;
     // The error's own status: 413 past the body limit, 400 for a malformed form.
-    let refused = |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), e.body_text());
+    let refused =
+        |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), e.body_text());
     while let Some(field) = multipart.next_field().await.map_err(refused)? {
         if field.name() == Some("file") {
             let name = field.file_name().map(str::to_owned).unwrap_or_default();

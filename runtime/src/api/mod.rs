@@ -268,7 +268,9 @@ fn browser_refusal(request: &Request) -> Option<&'static str> {
             "without API keys the API answers only to a loopback Host (localhost, 127.0.0.1, [::1])",
         );
     }
-    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or(""));
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or(""));
     if let Some(origin) = origin {
         let authority = origin
             .strip_prefix("http://")
@@ -282,12 +284,14 @@ fn browser_refusal(request: &Request) -> Option<&'static str> {
         *method,
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
-    let essence = headers
-        .get(header::CONTENT_TYPE)
-        .map(|c| {
-            let c = c.to_str().unwrap_or("");
-            c.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
-        });
+    let essence = headers.get(header::CONTENT_TYPE).map(|c| {
+        let c = c.to_str().unwrap_or("");
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     let form_encodable = match essence.as_deref() {
         None => *method == axum::http::Method::POST,
         Some(e) => matches!(
@@ -307,7 +311,9 @@ fn browser_refusal(request: &Request) -> Option<&'static str> {
 fn is_loopback_authority(authority: &str) -> bool {
     let host = match authority.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
-            Some((inside, port)) if port.is_empty() || is_port(port) => {
+            Some((inside, port))
+                if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) =>
+            {
                 return inside
                     .parse::<std::net::Ipv6Addr>()
                     .is_ok_and(|ip| ip.is_loopback());
@@ -327,8 +333,7 @@ fn is_loopback_authority(authority: &str) -> bool {
 }
 
 fn is_port(text: &str) -> bool {
-    text.strip_prefix(':')
-        .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 async fn require_key(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {

@@ -394,3 +394,39 @@ async fn audio_uploads_and_the_dnc_list() {
     let (status, _) = send(&f.app, "DELETE", "/dnc/+14155550100", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
+
+#[test]
+fn loopback_authorities_and_csv_cells() {
+    for ok in [
+        "localhost",
+        "LOCALHOST:8080",
+        "127.0.0.1",
+        "127.1.2.3:80",
+        "[::1]",
+        "[::1]:8080",
+    ] {
+        assert!(is_loopback_authority(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "evil.example",
+        "localhost.evil.example",
+        "127.0.0.1.evil.example",
+        "10.0.0.1",
+        "127.0.0.1:",
+        "127.0.0.1:99999999",
+        "[::2]",
+        "[::1]x",
+        "localhost:80:80",
+    ] {
+        assert!(!is_loopback_authority(bad), "{bad}");
+    }
+    assert_eq!(csv_cell("+14155550100"), "+14155550100");
+    assert_eq!(csv_cell("=1+1"), "'=1+1");
+    assert_eq!(csv_cell("@x"), "'@x");
+    assert_eq!(csv_cell("-x"), "'-x");
+    assert_eq!(csv_cell("\tx"), "'\tx");
+    assert_eq!(csv_cell("a,b"), "\"a,b\"");
+    assert_eq!(csv_cell("=a\"b"), "\"'=a\"\"b\"");
+    assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
+}

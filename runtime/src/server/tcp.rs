@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// Connections open at once per listener; more are refused.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -33,6 +33,9 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A write (a response, a keep-alive pong) that cannot be handed to the kernel this long means
 /// the peer stopped reading: the connection is closed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection closed for a framing error still sends answers to the messages
+/// framed before the error.
+pub const LINGER: Duration = Duration::from_secs(1);
 /// Largest message accepted on a stream.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -152,6 +155,8 @@ async fn connection(
     let mut idle_deadline = Instant::now() + IDLE_TIMEOUT;
     // Set while an unfinished message is buffered: when its first byte came, plus the limit.
     let mut message_deadline: Option<Instant> = None;
+    // Whether a message of this connection went to the endpoint: its answer is owed.
+    let mut framed_any = false;
     'connection: loop {
         let deadline = message_deadline.map_or(idle_deadline, |m| m.min(idle_deadline));
         tokio::select! {
@@ -168,6 +173,7 @@ async fn connection(
                     match framer.next_frame() {
                         Ok(Some(Frame::Message(message))) => {
                             framed = true;
+                            framed_any = true;
                             if frames.send((peer, message)).await.is_err() {
                                 break 'connection;
                             }
@@ -181,6 +187,9 @@ async fn connection(
                         Ok(None) => break,
                         Err(e) => {
                             tracing::info!(%peer, "closing TCP connection: {e}");
+                            if framed_any {
+                                linger(&mut outgoing, &mut writer, peer).await;
+                            }
                             break 'connection;
                         }
                     }
@@ -223,6 +232,21 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if let Ok(mut open) = self.connections.lock() {
             open.remove(&self.peer);
+        }
+    }
+}
+
+/// After a framing error no more is read, but answers to the messages framed before it
+/// (RFC 4475 `dblreq`: two requests, then octets that frame nothing) still go out for a moment.
+async fn linger(
+    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    writer: &mut OwnedWriteHalf,
+    peer: SocketAddr,
+) {
+    let until = Instant::now() + LINGER;
+    while let Ok(Some(data)) = tokio::time::timeout_at(until, outgoing.recv()).await {
+        if !write(writer, &data, peer).await {
+            return;
         }
     }
 }

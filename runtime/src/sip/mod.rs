@@ -883,7 +883,7 @@ impl SipCore {
             .header("Server", server)
             .body("application/sdp", &body)
             .build();
-        tx.final_response(now, &timers, 200, bytes.clone());
+        tx.final_response(now, &timers, self.config.reliable(), 200, bytes.clone());
         c.wait_for_ack(now, &timers, bytes.clone(), tx.request.cseq.seq);
         let to = tx.peer;
         self.transmit(to, bytes);
@@ -911,7 +911,7 @@ impl SipCore {
             let bytes = ResponseBuilder::new(&tx.request.headers, tx.peer, status, reason)
                 .local_tag(tag.as_deref())
                 .build();
-            tx.final_response(now, &timers, status, bytes.clone());
+            tx.final_response(now, &timers, self.config.reliable(), status, bytes.clone());
             let to = tx.peer;
             self.transmit(to, bytes);
         }
@@ -1871,7 +1871,7 @@ impl SipCore {
         let bytes = builder.build();
         let tx = if req.method == Method::Invite {
             let mut tx = InviteServerTx::proceeding(from, req.clone(), None, Vec::new());
-            tx.final_response(now, &timers, status, bytes.clone());
+            tx.final_response(now, &timers, self.config.reliable(), status, bytes.clone());
             ServerTx::Invite(Box::new(tx))
         } else {
             ServerTx::NonInvite(NonInviteServerTx {

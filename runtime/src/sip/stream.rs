@@ -251,7 +251,11 @@ mod tests {
         for value in ["+4", "-1", "4 4", "0x10", "", "٤"] {
             let mut f = StreamFramer::new(65536);
             f.push(format!("INVITE sip:a@b SIP/2.0\r\nl: {value}\r\n\r\nabcd").as_bytes());
-            assert_eq!(f.next_frame(), Err(FrameError::BadContentLength), "{value:?}");
+            assert_eq!(
+                f.next_frame(),
+                Err(FrameError::BadContentLength),
+                "{value:?}"
+            );
         }
         // Leading zeros are the same number.
         let mut f = StreamFramer::new(65536);

@@ -118,10 +118,11 @@ pub(crate) enum ServerTimeout {
 pub(crate) enum InviteServerState {
     /// Provisional responses sent; waiting for the application's final answer.
     Proceeding { last_provisional: Vec<u8> },
-    /// Non-2xx final sent; retransmitted on timer G until ACK or timer H.
+    /// Non-2xx final sent; retransmitted on timer G (unreliable transports only, §17.2.1)
+    /// until ACK or timer H.
     Completed {
         response: Vec<u8>,
-        retransmit: Backoff,
+        retransmit: Option<Backoff>,
         give_up: Instant,
     },
     /// ACK received; absorbing ACK retransmissions until timer I.
@@ -173,11 +174,13 @@ impl InviteServerTx {
         }
     }
 
-    /// Moves to the state that follows sending a final response.
+    /// Moves to the state that follows sending a final response (over a reliable transport
+    /// when `reliable`: a non-2xx final is then not retransmitted).
     pub fn final_response(
         &mut self,
         now: Instant,
         timers: &TimerConfig,
+        reliable: bool,
         status: u16,
         bytes: Vec<u8>,
     ) {
@@ -189,7 +192,7 @@ impl InviteServerTx {
         } else {
             InviteServerState::Completed {
                 response: bytes,
-                retransmit: Backoff::start(now, timers),
+                retransmit: (!reliable).then(|| Backoff::start(now, timers)),
                 give_up: now + timers.timer_h(),
             }
         };
@@ -224,7 +227,11 @@ impl InviteServerTx {
                 retransmit,
                 give_up,
                 ..
-            } => Some(retransmit.next.min(*give_up)),
+            } => Some(
+                retransmit
+                    .as_ref()
+                    .map_or(*give_up, |r| r.next.min(*give_up)),
+            ),
             InviteServerState::Confirmed { until } | InviteServerState::Accepted { until } => {
                 Some(*until)
             }
@@ -242,7 +249,7 @@ impl InviteServerTx {
             } => {
                 if now >= *give_up {
                     ServerTimeout::Terminated
-                } else if now >= retransmit.next {
+                } else if let Some(retransmit) = retransmit.as_mut().filter(|r| now >= r.next) {
                     retransmit.advance(now, timers);
                     ServerTimeout::Retransmit(self.peer, response.clone())
                 } else {
