@@ -157,7 +157,7 @@ fn tcp_tricklers_and_overflowing_lengths_are_closed_while_fresh_connections_are_
                 server.log()
             );
             overflow_done += 1;
-            if overflow_done % 35 == 0 {
+            if overflow_done.is_multiple_of(35) {
                 assert_fresh_connection_served(
                     &server,
                     port,
