@@ -282,6 +282,17 @@ impl Metrics {
             "counter",
             self.rtp_foreign_dropped.load(Ordering::Relaxed),
         );
+        // The soak (scripts/soak.sh) watches this for leaked tasks; outside a runtime (the unit
+        // tests) there is nothing to count.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            gauge(
+                &mut out,
+                "wasm_ivr_runtime_tasks_alive",
+                "Tokio tasks spawned and not yet finished.",
+                "gauge",
+                handle.metrics().num_alive_tasks() as u64,
+            );
+        }
         self.reloads.render(
             &mut out,
             "wasm_ivr_reloads_total",
