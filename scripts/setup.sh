@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything wasm-ivr needs on a fresh Debian machine, idempotently:
-# the wasm32-wasip2 Rust target (guests), SIPp (end-to-end tests), espeak-ng and sox (prompts),
-# tcpdump and tshark (capturing the audio a caller receives), graphviz (wasm-ivr graph --format
-# svg). Safe to run again.
+# the wasm32-wasip2 Rust target (guests), SIPp (end-to-end tests), the TTS engines (Festival with
+# the US English HTS voice, the default; Flite, whose cmu_us_rms is the male voice; espeak-ng, the
+# light fallback) and sox (prompts), tcpdump and tshark (capturing the audio a caller receives),
+# graphviz (wasm-ivr graph --format svg). Safe to run again.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -16,6 +17,8 @@ fi
 declare -A wanted=(
   [sipp]=sip-tester
   [espeak-ng]=espeak-ng
+  [festival]=festival
+  [flite]=flite
   [sox]=sox
   [tcpdump]=tcpdump
   [tshark]=tshark
@@ -24,6 +27,13 @@ declare -A wanted=(
 missing=()
 for cmd in "${!wanted[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
+done
+# file -> Debian package that provides it (data, not commands)
+declare -A wanted_files=(
+  [/usr/share/festival/voices/us/cmu_us_slt_arctic_hts]=festvox-us-slt-hts
+)
+for file in "${!wanted_files[@]}"; do
+  [ -e "$file" ] || missing+=("${wanted_files[$file]}")
 done
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -260,17 +260,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Render text to an 8 kHz mono WAV prompt with the TTS engine (espeak-ng).
+    /// Render text to an 8 kHz mono WAV prompt with TTS (Festival, Flite or espeak-ng), levelled
+    /// to -20 dBFS and trimmed; or list the voices.
     Tts {
         /// What to say.
-        #[arg(long)]
-        text: String,
-        /// The voice (`rachel` and `default` map to the engine's default voice).
+        #[arg(long, required_unless_present = "list_voices")]
+        text: Option<String>,
+        /// The voice: `engine:voice`, an installed voice's name, `default`, or a person's name or
+        /// gender (`rachel`, `male`) for the default voice of that gender.
         #[arg(long)]
         voice: Option<String>,
         /// The WAV file to write.
-        #[arg(short, long)]
-        output: PathBuf,
+        #[arg(short, long, required_unless_present = "list_voices")]
+        output: Option<PathBuf>,
+        /// List the installed voices (name, engine, gender, language) and the defaults.
+        #[arg(long, conflicts_with_all = ["text", "output"])]
+        list_voices: bool,
+        /// Print the listing as JSON.
+        #[arg(long, requires = "list_voices")]
+        json: bool,
     },
     /// Create an IVR project in PARENT/NAME: `./build.sh` builds NAME.wasm, `./test.sh` tests it.
     New {
@@ -322,8 +330,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             text,
             voice,
             output,
+            list_voices,
+            json,
         } => {
-            let speech = speech_engine(None)?;
+            let speech = speech_engine(None, &crate::config::TtsSection::default())?;
+            if list_voices {
+                print_voices(&speech.listing(), json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (Some(text), Some(output)) = (text, output) else {
+                bail!("--text and --output are required");
+            };
             let length = speech.render_file(&text, voice.as_deref(), &output)?;
             println!("{}: {:.2} s", output.display(), length.as_secs_f64());
             Ok(ExitCode::SUCCESS)
@@ -710,15 +727,55 @@ fn graph(path: &Path, format: GraphFormat, output: Option<&Path>) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// The TTS engine with its cache under the compile cache (or a temporary folder).
-fn speech_engine(cache_dir: Option<&Path>) -> Result<Arc<crate::tts::Speech>> {
-    let engine = crate::tts::EspeakNg::new()?;
+/// The TTS engines with their cache under the compile cache (or a temporary folder).
+fn speech_engine(
+    cache_dir: Option<&Path>,
+    settings: &crate::config::TtsSection,
+) -> Result<Arc<crate::tts::Speech>> {
     let dir = cache_dir
         .map(Path::to_owned)
         .or_else(crate::engine::default_cache_dir)
         .unwrap_or_else(std::env::temp_dir)
         .join("tts");
-    Ok(Arc::new(crate::tts::Speech::new(Box::new(engine), dir)))
+    let speech = crate::tts::Speech::detect(
+        settings.engine.unwrap_or_default(),
+        dir,
+        settings.cache_limits(),
+    )?;
+    Ok(Arc::new(speech))
+}
+
+fn print_voices(list: &crate::tts::VoiceList, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+        return Ok(());
+    }
+    println!("default: {}", list.default);
+    println!(
+        "female names (rachel, ...): {}",
+        list.female.as_deref().unwrap_or("none installed")
+    );
+    println!(
+        "male names (adam, ...): {}",
+        list.male.as_deref().unwrap_or("none installed")
+    );
+    println!(
+        "{:<40} {:<10} {:<7} {:<12} SYNTHESIS",
+        "VOICE", "ENGINE", "GENDER", "LANGUAGE"
+    );
+    for v in &list.voices {
+        let gender = v.gender.map_or_else(|| "-".to_owned(), |g| g.to_string());
+        let synthesis = serde_json::to_value(v.synthesis)?;
+        println!(
+            "{:<40} {:<10} {:<7} {:<12} {}",
+            v.id,
+            v.engine,
+            gender,
+            v.language,
+            synthesis.as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -842,7 +899,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     prompts.sync().log();
     let mut folder = Folder::new(dir.clone(), audio_dir.clone());
     folder.sync(&engine, &registry).log();
-    let speech = match speech_engine(engine.settings().cache_dir.as_deref()) {
+    let speech = match speech_engine(engine.settings().cache_dir.as_deref(), &file.tts) {
         Ok(speech) => {
             let rendered = speech.prerender(&registry);
             tracing::info!(rendered, "TTS ready");

@@ -53,6 +53,11 @@
 //! max_connections = 256              # served at once; more wait in the listen backlog
 //! header_timeout_s = 10              # to send a request's headers (and keep-alive idle time)
 //! request_timeout_s = 120            # for a whole request (408 after it)
+//!
+//! [tts]
+//! engine = "festival"                # default voices from "festival", "flite" or "espeak-ng"
+//! memory_cache_mib = 64              # encoded prompts kept in memory (LRU beyond this)
+//! disk_cache_mib = 256               # levelled WAVs kept in the cache folder (LRU beyond this)
 //! ```
 
 use serde::Deserialize;
@@ -91,6 +96,36 @@ pub struct FileConfig {
     /// `[http]`
     #[serde(default)]
     pub http: HttpSection,
+    /// `[tts]`
+    #[serde(default)]
+    pub tts: TtsSection,
+}
+
+/// `[tts]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtsSection {
+    /// The engine whose voices are the defaults (`festival` unless set).
+    pub engine: Option<crate::tts::EngineKind>,
+    /// Bound of the in-memory prompt cache, MiB.
+    pub memory_cache_mib: Option<u64>,
+    /// Bound of the on-disk WAV cache, MiB.
+    pub disk_cache_mib: Option<u64>,
+}
+
+impl TtsSection {
+    /// The cache bounds, defaults where unset.
+    pub fn cache_limits(&self) -> crate::tts::CacheLimits {
+        let defaults = crate::tts::CacheLimits::default();
+        crate::tts::CacheLimits {
+            memory_bytes: self
+                .memory_cache_mib
+                .map_or(defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
+            disk_bytes: self
+                .disk_cache_mib
+                .map_or(defaults.disk_bytes, |m| m.saturating_mul(1 << 20)),
+        }
+    }
 }
 
 /// `[http]`
@@ -500,6 +535,12 @@ mod tests {
         assert_eq!(parsed.calls.rtp_timeout_s, Some(DEFAULT_RTP_TIMEOUT_S));
         assert_eq!(parsed.calls.max_duration_s, Some(DEFAULT_MAX_DURATION_S));
         assert!(toml::from_str::<FileConfig>("[sip]\nmedia_latch = \"loose\"").is_err());
+        assert_eq!(parsed.tts.engine, Some(crate::tts::EngineKind::Festival));
+        assert_eq!(
+            parsed.tts.cache_limits(),
+            crate::tts::CacheLimits::default()
+        );
+        assert!(toml::from_str::<FileConfig>("[tts]\nengine = \"sapi\"").is_err());
         assert!(toml::from_str::<FileConfig>("[sip]\nlisten_on = []").is_err());
     }
 }

@@ -86,7 +86,8 @@ pub struct GenerateAudio {
     pub node: String,
     /// What to say.
     pub text: String,
-    /// A voice (`rachel` and `default` are the engine's default).
+    /// A voice: `engine:voice` exactly, an installed voice's name, `default`, or a person's
+    /// name or gender (`rachel`, `female`) for the default voice of that gender (`GET /voices`).
     pub voice: Option<String>,
 }
 
@@ -554,10 +555,7 @@ pub async fn generate_audio(
 ) -> ApiResult<Json<AudioGenerated>> {
     check_id(&id)?;
     let Some(speech) = state.speech.clone() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no TTS engine is installed (espeak-ng)",
-        ));
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, NO_TTS));
     };
     if let Err(e) = speech.resolve_voice(request.voice.as_deref()) {
         let voices = match &e {
@@ -772,6 +770,22 @@ fn trees_using(state: &ApiState, file: &str) -> Vec<String> {
     users.sort();
     users
 }
+
+/// The installed TTS voices (name, engine, gender, language) and what the default and the
+/// gendered names (`rachel`, `adam`, `female`, `male`) map to.
+#[utoipa::path(get, path = "/voices", responses((status = 200, body = crate::tts::VoiceList), (status = 503, body = ApiError)))]
+pub async fn list_voices(
+    State(state): State<Arc<ApiState>>,
+) -> ApiResult<Json<crate::tts::VoiceList>> {
+    match &state.speech {
+        Some(speech) => Ok(Json(speech.listing())),
+        None => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, NO_TTS)),
+    }
+}
+
+/// The message when no engine could be found.
+const NO_TTS: &str =
+    "no TTS engine is installed (festival, flite or espeak-ng; run scripts/setup.sh)";
 
 /// The audio library.
 #[utoipa::path(get, path = "/audio", responses((status = 200, body = Vec<AudioFile>)))]

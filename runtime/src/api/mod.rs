@@ -190,6 +190,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(generate_audio))
         .routes(routes!(assign_did))
         .routes(routes!(unassign_did))
+        .routes(routes!(list_voices))
         .routes(routes!(delete_audio))
         .routes(routes!(list_dnc, add_dnc))
         .routes(routes!(remove_dnc))

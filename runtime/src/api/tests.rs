@@ -33,12 +33,16 @@ fn fixture() -> Fixture {
     let registry = Arc::new(Registry::new());
     let store: Arc<dyn crate::store::Store> =
         Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
-    let speech = crate::tts::EspeakNg::new()
-        .ok()
-        .map(|e| Arc::new(crate::tts::Speech::new(Box::new(e), dir.path().join("tts"))));
+    let speech = crate::tts::Speech::detect(
+        crate::tts::EngineKind::Festival,
+        dir.path().join("tts"),
+        crate::tts::CacheLimits::default(),
+    )
+    .ok()
+    .map(Arc::new);
     assert!(
         speech.is_some(),
-        "espeak-ng is installed by scripts/setup.sh"
+        "festival, flite and espeak-ng are installed by scripts/setup.sh"
     );
     let folder = Folder::new(ivrs.clone(), audio.clone());
     let watcher = folder::watch(folder, engine.clone(), registry.clone(), || {}, |_| {}).unwrap();
@@ -304,6 +308,7 @@ async fn auth_errors_and_documents() {
         "/dnc",
         "/calls/history",
         "/metrics",
+        "/voices",
     ] {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
@@ -429,4 +434,59 @@ fn loopback_authorities_and_csv_cells() {
     assert_eq!(csv_cell("a,b"), "\"a,b\"");
     assert_eq!(csv_cell("=a\"b"), "\"'=a\"\"b\"");
     assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
+}
+
+#[tokio::test]
+async fn voices_are_listed_and_rachel_is_the_default_female_voice() {
+    let f = fixture();
+    let (status, list) = send(&f.app, "GET", "/voices", None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["default"], "festival:cmu_us_slt_arctic_hts", "{list}");
+    assert_eq!(list["female"], "festival:cmu_us_slt_arctic_hts", "{list}");
+    assert_eq!(list["male"], "flite:rms", "{list}");
+    let voices = list["voices"].as_array().unwrap();
+    let slt = voices
+        .iter()
+        .find(|v| v["id"] == "festival:cmu_us_slt_arctic_hts")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(slt["name"], "cmu_us_slt_arctic_hts");
+    assert_eq!(slt["engine"], "festival");
+    assert_eq!(slt["gender"], "female");
+    assert_eq!(slt["language"], "en-US");
+    for engine in ["festival", "flite", "espeak-ng"] {
+        assert!(voices.iter().any(|v| v["engine"] == engine), "{engine}");
+    }
+
+    // The seed's call: "rachel" renders with the default female voice, as the file shows.
+    let (status, created) = send(&f.app, "POST", "/ivr", Some(seed())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let text = "Thanks for calling. Press 1 if you are a licensed plumber, or press 9 to be removed from our list.";
+    let mut files = Vec::new();
+    for voice in ["rachel", "festival:cmu_us_slt_arctic_hts", "flite:rms"] {
+        let (status, audio) = send(
+            &f.app,
+            "POST",
+            &format!("/ivr/{id}/audio"),
+            Some(json!({"node": "welcome", "text": text, "voice": voice})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{audio}");
+        let path = f
+            ._dir
+            .path()
+            .join("ivrs/audio")
+            .join(audio["file"].as_str().unwrap());
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(
+            (reader.spec().sample_rate, reader.spec().channels),
+            (8000, 1)
+        );
+        files.push(std::fs::read(&path).unwrap());
+    }
+    assert_eq!(files[0], files[1], "rachel is the festival HTS voice");
+    assert_ne!(
+        files[0], files[2],
+        "an explicit engine:voice selects another voice"
+    );
 }

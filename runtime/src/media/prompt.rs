@@ -229,6 +229,29 @@ impl EncodedPrompt {
         Self::from_mono(name, &mono, rate, limits)
     }
 
+    /// Decodes a WAV to mono samples at 8 kHz without encoding them, for callers that process
+    /// the audio first (TTS output is levelled and trimmed before it is cached).
+    pub fn decode_wav_8k(
+        name: &str,
+        bytes: &[u8],
+        limits: &PromptLimits,
+    ) -> Result<Vec<f32>, PromptError> {
+        if bytes.len() as u64 > limits.max_file_bytes {
+            return Err(PromptError::TooLarge {
+                file: name.to_owned(),
+                bytes: bytes.len() as u64,
+                limit: limits.max_file_bytes,
+            });
+        }
+        let (mono, rate) = decode_wav(name, bytes, limits)?;
+        check_duration(name, mono.len() as u64, rate, limits)?;
+        if rate == SAMPLE_RATE {
+            Ok(mono)
+        } else {
+            resample_to_8k(name, &mono, rate)
+        }
+    }
+
     /// Resamples and encodes mono samples in `[-1.0, 1.0]` at `sample_rate`.
     pub fn from_mono(
         name: &str,
