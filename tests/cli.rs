@@ -229,3 +229,39 @@ fn graph_draws_the_seed_tree_in_every_format() {
     let output = wasm_ivr(&["graph", "tests/fixtures/broken/unknown-node.json"]);
     assert_eq!(output.status.code(), Some(1));
 }
+
+#[test]
+fn tts_lists_voices_and_renders_rachel_with_the_default_female_voice() {
+    let output = wasm_ivr(&["tts", "--list-voices", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let list: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    assert_eq!(list["default"], "festival:cmu_us_slt_arctic_hts", "{list}");
+    assert_eq!(list["female"], list["default"], "{list}");
+    assert_eq!(list["male"], "flite:rms", "{list}");
+    let table = stdout(&wasm_ivr(&["tts", "--list-voices"]));
+    assert!(
+        table.contains("festival:cmu_us_slt_arctic_hts") && table.contains("female"),
+        "{table}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("goodbye.wav");
+    let out_text = out.to_str().expect("utf-8 path");
+    let output = wasm_ivr(&[
+        "tts", "--text", "Goodbye.", "--voice", "rachel", "-o", out_text,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let reader = hound::WavReader::open(&out).expect("a WAV");
+    assert_eq!(
+        (reader.spec().sample_rate, reader.spec().channels),
+        (8000, 1)
+    );
+    let output = wasm_ivr(&[
+        "tts", "--text", "Goodbye.", "--voice", "nobody", "-o", out_text,
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unknown voice 'nobody'"),
+        "{output:?}"
+    );
+}

@@ -3,9 +3,10 @@
 
 use super::voices::{Gender, Synthesis, VoiceInfo};
 use super::{SpeechEngine, TtsError};
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Which engine, by its id in `engine:voice`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
@@ -60,8 +61,24 @@ impl std::str::FromStr for EngineKind {
     }
 }
 
-/// Runs `command`, feeding `stdin`, and turns a failure into the engine's own message.
-fn run(mut command: Command, what: &str, stdin: Option<&str>) -> Result<Vec<u8>, TtsError> {
+/// How long one render may take: Festival speaks the longest text (2000 characters) in about
+/// 20 s on a slow core; an engine still running after this is stuck and is killed.
+pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most an engine's stdout or stderr is read (listings and messages are small).
+const MAX_OUTPUT: u64 = 1 << 20;
+
+/// Runs `command`, feeding `stdin`, within [`ENGINE_TIMEOUT`], and turns a failure into the
+/// engine's own message.
+fn run(command: Command, what: &str, stdin: Option<&str>) -> Result<Vec<u8>, TtsError> {
+    run_within(command, what, stdin, ENGINE_TIMEOUT)
+}
+
+fn run_within(
+    mut command: Command,
+    what: &str,
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<u8>, TtsError> {
     command
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -73,22 +90,60 @@ fn run(mut command: Command, what: &str, stdin: Option<&str>) -> Result<Vec<u8>,
     let mut child = command
         .spawn()
         .map_err(|e| TtsError::Engine(format!("{what} not found ({e}); run scripts/setup.sh")))?;
+    // Readers on their own threads, so a chatty engine never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(MAX_OUTPUT).read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A write error means the engine exited early; its status and stderr say why.
         let _ = pipe.write_all(text.as_bytes());
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| TtsError::Engine(format!("{what}: {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(TtsError::Engine(format!(
+                    "{what} did not finish in {:?}",
+                    timeout
+                )));
+            }
+            Err(e) => return Err(TtsError::Engine(format!("{what}: {e}"))),
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         return Err(TtsError::Engine(format!(
-            "{what} failed ({}): {}",
-            output.status,
+            "{what} failed ({status}): {}",
             stderr.trim().chars().take(500).collect::<String>()
         )));
     }
-    Ok(output.stdout)
+    Ok(stdout)
 }
 
 /// espeak-ng: offline, tiny, formant-synthesised; installed from Debian's `espeak-ng`.
@@ -369,5 +424,30 @@ impl SpeechEngine for Flite {
         let mut c = Command::new("flite");
         c.args(["-voice", voice, "-o"]).arg(out).arg("-t").arg(text);
         run(c, "flite", None).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stuck_engine_is_killed_and_a_failing_one_reports_why() {
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30");
+        let started = Instant::now();
+        let err = run_within(sleep, "sleep", None, Duration::from_millis(200)).unwrap_err();
+        assert!(err.to_string().contains("did not finish"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let mut cat = Command::new("sh");
+        cat.args(["-c", "cat; echo broken >&2; exit 3"]);
+        let err = run_within(cat, "sh", Some("text"), Duration::from_secs(20)).unwrap_err();
+        assert!(err.to_string().contains("broken"), "{err}");
+        let mut echo = Command::new("cat");
+        echo.arg("-");
+        let out = run_within(echo, "cat", Some("hello"), Duration::from_secs(20)).unwrap();
+        assert_eq!(out, b"hello");
+        let missing = run(Command::new("no-such-engine-here"), "x", None).unwrap_err();
+        assert!(missing.to_string().contains("not found"), "{missing}");
     }
 }

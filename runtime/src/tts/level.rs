@@ -22,6 +22,10 @@ const WINDOW: usize = RATE / 100;
 const FLOOR_DBFS: f64 = -50.0;
 /// ...and not more than this far below the loudest window (engines' noise floors differ).
 const BELOW_PEAK_DB: f64 = 40.0;
+/// ...and not more than this far below the speech's own RMS level: quieter windows (breath,
+/// engine noise, a fricative's tail filtered away by the 8 kHz resampling) would otherwise
+/// stand before the first audible sound as apparent silence.
+const BELOW_SPEECH_DB: f64 = 22.0;
 /// The largest gain applied (a near-silent render is an engine fault, not a quiet voice).
 const MAX_GAIN_DB: f64 = 40.0;
 /// Where the soft limiter starts bending.
@@ -75,11 +79,19 @@ pub fn condition(samples: &[f32]) -> Result<Vec<f32>, LevelError> {
     let centred: Vec<f32> = samples.iter().map(|&s| s - mean as f32).collect();
     let levels: Vec<f64> = centred.chunks(WINDOW).map(rms_dbfs).collect();
     let loudest = levels.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let threshold = FLOOR_DBFS.max(loudest - BELOW_PEAK_DB);
-    let (Some(first), Some(last)) = (
-        levels.iter().position(|&l| l > threshold),
-        levels.iter().rposition(|&l| l > threshold),
-    ) else {
+    let span = |threshold: f64| {
+        Some((
+            levels.iter().position(|&l| l > threshold)?,
+            levels.iter().rposition(|&l| l > threshold)?,
+        ))
+    };
+    let rough_threshold = FLOOR_DBFS.max(loudest - BELOW_PEAK_DB);
+    let Some((first, last)) = span(rough_threshold) else {
+        return Err(LevelError::Silent);
+    };
+    // The speech's level decides what counts as silence around it.
+    let speech_level = rms_dbfs(&centred[first * WINDOW..((last + 1) * WINDOW).min(centred.len())]);
+    let Some((first, last)) = span(rough_threshold.max(speech_level - BELOW_SPEECH_DB)) else {
         return Err(LevelError::Silent);
     };
     // One window of margin each side keeps soft onsets ("s", "th") and decays.
