@@ -922,11 +922,15 @@ fn suppress_lists_the_caller_durably() {
 }
 
 /// A proxy-asserted caller (P-Asserted-Identity, with visual separators) wins over From and is
-/// listed normalised; the fixture's suppress plays its goodbye before the BYE.
+/// listed normalised; the fixture's suppress plays its goodbye before the BYE. The proxy is a
+/// trusted trunk: only those may assert an identity (tests/edge_admission.rs has the rest).
 #[test]
 fn suppress_lists_the_asserted_identity_normalised() {
     let _serial = sipp::serial();
-    let setup = Setup::new(CallDir::fixture("transfers"), "");
+    let setup = Setup::new(
+        CallDir::fixture("transfers"),
+        "trusted = [\"127.0.0.1/32\"]",
+    );
     let server = setup.start();
     let run = Sipp::call(
         &setup.dir,

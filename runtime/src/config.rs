@@ -16,6 +16,11 @@
 //! media_latch = "signalling-ip"      # whose RTP counts: "strict" (SDP c= IP), "signalling-ip"
 //!                                    # (c= IP or the SIP source IP), "any" (unsafe, see SECURITY.md)
 //! media_confirm = true               # a c= IP other than the SIP source gets RTP only once its own RTP arrives
+//! # trusted = ["192.0.2.0/28"]       # your carrier's SBCs: PAI believed, never banned, no per-source caps
+//! # max_half_open = 500               # un-ACKed calls in all (default max_calls / 2)
+//! # max_half_open_per_source = 125    # un-ACKed calls per untrusted source (default max_calls / 8)
+//! # max_calls_per_source = 500        # calls per untrusted source (default max_calls / 2)
+//! # max_transactions_per_source = 2000  # SIP transactions per untrusted source
 //!
 //! [ivrs]
 //! dir = "ivrs"                       # NAME.json, NAME.wasm (+ NAME.toml), routes.toml
@@ -313,6 +318,17 @@ pub struct SipSection {
     pub media_latch: Option<MediaLatch>,
     /// Send to an SDP address other than the signalling source only once its RTP arrives.
     pub media_confirm: Option<bool>,
+    /// The operator's trunks (CIDR blocks): P-Asserted-Identity believed, never banned, no
+    /// per-source caps.
+    pub trusted: Option<Vec<String>>,
+    /// Un-ACKed calls from all sources together.
+    pub max_half_open: Option<usize>,
+    /// Un-ACKed calls per untrusted source.
+    pub max_half_open_per_source: Option<usize>,
+    /// Live calls per untrusted source.
+    pub max_calls_per_source: Option<usize>,
+    /// Live SIP transactions per untrusted source.
+    pub max_transactions_per_source: Option<usize>,
 }
 
 /// Which RTP sources may become a call's media (`[sip] media_latch`). In `strict` and
@@ -375,6 +391,16 @@ impl SipSection {
             ban: self
                 .ban_s
                 .map_or(defaults.ban, std::time::Duration::from_secs),
+            trusted: self
+                .trusted
+                .iter()
+                .flatten()
+                .map(|c| c.parse())
+                .collect::<Result<_, _>>()?,
+            max_half_open: self.max_half_open,
+            max_half_open_per_source: self.max_half_open_per_source,
+            max_calls_per_source: self.max_calls_per_source,
+            max_transactions_per_source: self.max_transactions_per_source,
         })
     }
 }

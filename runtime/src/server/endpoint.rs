@@ -5,7 +5,7 @@
 //! events start calls or reach the call they belong to.
 
 use super::call::{self, CallSetup};
-use super::guard::{Guard, Verdict};
+use super::guard::{Guard, Traffic, Verdict};
 use super::media::{MediaDigit, MediaSession};
 use super::tcp::TcpHub;
 use super::{CallEvent, Shared, SipCommand};
@@ -65,6 +65,33 @@ impl Net {
     }
 }
 
+/// Logs the core's admission refusals (stateless 503s past a per-source or half-open cap)
+/// without a line per refused datagram: the first one, then a count at most every 5 s.
+#[derive(Default)]
+struct Refusals {
+    since_log: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, now: Instant, from: SocketAddr) {
+        self.since_log += 1;
+        if self
+            .logged_at
+            .is_some_and(|t| now.saturating_duration_since(t) < std::time::Duration::from_secs(5))
+        {
+            return;
+        }
+        tracing::warn!(
+            source = %from.ip(),
+            refused = self.since_log,
+            "admission cap reached: new SIP requests refused with 503"
+        );
+        self.since_log = 0;
+        self.logged_at = Some(now);
+    }
+}
+
 /// A SIP endpoint and its calls.
 pub(crate) struct Endpoint {
     net: Net,
@@ -91,6 +118,10 @@ impl Endpoint {
             Net::Tcp(_) => sip::Transport::Tcp,
         };
         config.max_calls = shared.config.max_calls;
+        config.admission = shared
+            .config
+            .guard
+            .admission(config.max_calls, config.max_transactions);
         config.user_agent = format!("wasm-ivr/{}", env!("CARGO_PKG_VERSION"));
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         Endpoint {
@@ -110,15 +141,24 @@ impl Endpoint {
         let timer = tokio::time::sleep(std::time::Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut armed = false;
+        let mut refusals = Refusals::default();
         loop {
             tokio::select! {
                 received = self.net.recv(&mut buf) => match received {
                     Some((len, from)) => {
                         let now = Instant::now();
-                        let verdict = self.guard.lock().map_or(Verdict::Drop, |mut g| g.check(from.ip(), now));
+                        let data = &buf[..len];
+                        let traffic = Traffic::of(data);
+                        let verdict = self.guard.lock().map_or(Verdict::Drop, |mut g| g.check_traffic(from.ip(), now, traffic));
                         match verdict {
-                            Verdict::Pass => self.core.handle_input(Input::Datagram { now, from, data: &buf[..len] }),
-                            Verdict::Forbid => self.core.refuse(from, &buf[..len], 403, "Forbidden"),
+                            Verdict::Pass => {
+                                let refused = self.core.refused_count();
+                                self.core.handle_input(Input::Datagram { now, from, data });
+                                if self.core.refused_count() > refused {
+                                    refusals.note(now, from);
+                                }
+                            }
+                            Verdict::Forbid => self.core.refuse(from, data, 403, "Forbidden"),
                             Verdict::Drop => {}
                         }
                     }

@@ -1,11 +1,17 @@
-//! Who may talk to the SIP endpoints, and how much: a source ACL and a per-source request
-//! rate limit with a temporary ban. Checked before a datagram reaches the SIP core, so refused
-//! traffic costs no transaction state.
+//! Who may talk to the SIP endpoints, and how much: a source ACL, trusted trunks, and a
+//! per-source rate limit on new work with a temporary ban. Checked before a datagram reaches
+//! the SIP core, so refused traffic costs no transaction state.
 //!
-//! Memory stays bounded under a flood from many addresses: the table of sources is capped and
-//! swept of idle entries.
+//! Only new work counts against the rate ([`Traffic`]): the ACK, BYE and INFO of calls in
+//! progress do not, so a busy source is judged by its call rate, not by its calls' length.
+//! Trusted sources (`[sip] trusted`, the operator's carriers) are never rate-limited or
+//! banned: all calls arrive from them, and banning them would ban the service. Their load is
+//! bounded by the SIP core's admission caps instead (`max_calls`, the half-open total).
+//!
+//! Memory stays bounded under a flood from many addresses: the table of sources is capped,
+//! evicting the least recently seen source, and swept of idle entries.
 
-use std::collections::HashMap;
+use hashlink::LruCache;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -20,58 +26,7 @@ pub enum AclAction {
     Drop,
 }
 
-/// An address block: `127.0.0.0/8`, `::1/128`, or a bare address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let network: IpAddr = addr.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().map_err(|e| format!("'{s}': {e}"))?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(format!("'{s}': prefix longer than {max}"));
-        }
-        Ok(Cidr { network, prefix })
-    }
-}
-
-impl Cidr {
-    /// Whether `ip` is inside the block (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub use crate::sip::admission::Cidr;
 
 /// The guard's settings.
 #[derive(Debug, Clone)]
@@ -80,10 +35,23 @@ pub struct GuardConfig {
     pub allow: Vec<Cidr>,
     /// What happens to the rest.
     pub acl_action: AclAction,
-    /// Requests per second allowed per source address (0 turns the limit off).
+    /// New-work requests per second allowed per source address (0 turns the limit off). Only
+    /// requests that can start something count: in-dialog methods and responses do not.
     pub rate_limit: u32,
     /// How long a source that exceeds the rate is ignored.
     pub ban: Duration,
+    /// The operator's own carriers and SBCs: allowed even outside `allow`, never rate-limited
+    /// or banned, exempt from the per-source caps, and the only sources whose
+    /// P-Asserted-Identity is believed.
+    pub trusted: Vec<Cidr>,
+    /// Un-ACKed calls from all sources together; default half of `max_calls`.
+    pub max_half_open: Option<usize>,
+    /// Un-ACKed calls per untrusted source; default an eighth of `max_calls`.
+    pub max_half_open_per_source: Option<usize>,
+    /// Live calls per untrusted source; default half of `max_calls`.
+    pub max_calls_per_source: Option<usize>,
+    /// Live SIP transactions per untrusted source; default 2,000 (of 100,000 in all).
+    pub max_transactions_per_source: Option<usize>,
 }
 
 impl Default for GuardConfig {
@@ -93,7 +61,41 @@ impl Default for GuardConfig {
             acl_action: AclAction::Reject,
             rate_limit: 500,
             ban: Duration::from_secs(60),
+            trusted: Vec::new(),
+            max_half_open: None,
+            max_half_open_per_source: None,
+            max_calls_per_source: None,
+            max_transactions_per_source: None,
         }
+    }
+}
+
+impl GuardConfig {
+    /// The SIP core's admission caps for an endpoint of `max_calls` calls and
+    /// `max_transactions` transactions: the settings given, the defaults for the rest.
+    pub fn admission(
+        &self,
+        max_calls: usize,
+        max_transactions: usize,
+    ) -> crate::sip::admission::Limits {
+        let defaults = crate::sip::admission::Limits::for_capacity(max_calls, max_transactions);
+        crate::sip::admission::Limits {
+            half_open: self.max_half_open.unwrap_or(defaults.half_open),
+            half_open_per_source: self
+                .max_half_open_per_source
+                .unwrap_or(defaults.half_open_per_source),
+            calls_per_source: self
+                .max_calls_per_source
+                .unwrap_or(defaults.calls_per_source),
+            transactions_per_source: self
+                .max_transactions_per_source
+                .unwrap_or(defaults.transactions_per_source),
+            trusted: self.trusted.clone(),
+        }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
     }
 }
 
@@ -108,20 +110,54 @@ pub enum Verdict {
     Drop,
 }
 
+/// What a datagram asks of us, as far as the rate limit cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// Something that can start work: a new call, an out-of-dialog request, or anything that
+    /// does not look like a request of a call in progress (garbage included).
+    New,
+    /// A request within a call (ACK, BYE, INFO, CANCEL, NOTIFY, PRACK, UPDATE) or a response:
+    /// a busy trunk sends several per call, and they must not look like new-call rate. They
+    /// stay bounded by the core's per-source transaction cap.
+    InCall,
+}
+
+impl Traffic {
+    /// Classifies a datagram by its first line only, so that the check stays cheaper than
+    /// parsing.
+    pub fn of(data: &[u8]) -> Traffic {
+        const IN_CALL: [&[u8]; 8] = [
+            b"SIP/2.0 ",
+            b"ACK ",
+            b"BYE ",
+            b"INFO ",
+            b"CANCEL ",
+            b"NOTIFY ",
+            b"PRACK ",
+            b"UPDATE ",
+        ];
+        if IN_CALL.iter().any(|p| data.starts_with(p)) {
+            Traffic::InCall
+        } else {
+            Traffic::New
+        }
+    }
+}
+
 struct Bucket {
     tokens: f64,
     last: Instant,
     banned_until: Option<Instant>,
 }
 
-/// Most sources tracked at once; past this, idle ones are swept and, failing that, new sources
-/// share the verdict of the rate limit being off for them (they are not tracked).
+/// Most sources tracked at once; past this the least recently seen source is forgotten. A
+/// source that is still flooding keeps being seen, so it is never the one evicted.
 const MAX_TRACKED: usize = 65_536;
 
 /// The per-endpoint guard.
 pub struct Guard {
     config: GuardConfig,
-    sources: HashMap<IpAddr, Bucket>,
+    sources: LruCache<IpAddr, Bucket>,
     last_sweep: Option<Instant>,
 }
 
@@ -130,13 +166,23 @@ impl Guard {
     pub fn new(config: GuardConfig) -> Self {
         Guard {
             config,
-            sources: HashMap::new(),
+            sources: LruCache::new(MAX_TRACKED),
             last_sweep: None,
         }
     }
 
-    /// The verdict for a datagram from `ip` at `now`.
+    /// The verdict for new work (a datagram of [`Traffic::New`], a TCP connection) from `ip`
+    /// at `now`.
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> Verdict {
+        self.check_traffic(ip, now, Traffic::New)
+    }
+
+    /// The verdict for a datagram of this kind from `ip` at `now`: the ACL for everyone, the
+    /// rate for new work from untrusted sources, a ban for all of a banned source's traffic.
+    pub fn check_traffic(&mut self, ip: IpAddr, now: Instant, traffic: Traffic) -> Verdict {
+        if self.config.is_trusted(ip) {
+            return Verdict::Pass;
+        }
         if !self.config.allow.is_empty() && !self.config.allow.iter().any(|c| c.contains(ip)) {
             return match self.config.acl_action {
                 AclAction::Reject => Verdict::Forbid,
@@ -147,15 +193,29 @@ impl Guard {
             return Verdict::Pass;
         }
         self.sweep(now);
+        let ip = ip.to_canonical();
         let rate = f64::from(self.config.rate_limit);
-        if self.sources.len() >= MAX_TRACKED && !self.sources.contains_key(&ip) {
-            return Verdict::Pass;
+        if traffic == Traffic::InCall {
+            // Only a ban applies; a source not tracked yet is not added by in-call traffic.
+            return match self.sources.get_mut(&ip) {
+                Some(b) if b.banned_until.is_some_and(|until| now < until) => Verdict::Drop,
+                _ => Verdict::Pass,
+            };
         }
-        let bucket = self.sources.entry(ip).or_insert(Bucket {
-            tokens: rate * 2.0,
-            last: now,
-            banned_until: None,
-        });
+        if !self.sources.contains_key(&ip) {
+            // At capacity this evicts the least recently seen source.
+            self.sources.insert(
+                ip,
+                Bucket {
+                    tokens: rate * 2.0,
+                    last: now,
+                    banned_until: None,
+                },
+            );
+        }
+        let Some(bucket) = self.sources.get_mut(&ip) else {
+            return Verdict::Pass;
+        };
         if let Some(until) = bucket.banned_until {
             if now < until {
                 return Verdict::Drop;
@@ -163,8 +223,9 @@ impl Guard {
             bucket.banned_until = None;
             bucket.tokens = rate * 2.0;
         }
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(rate * 2.0);
+        bucket.tokens = (bucket.tokens
+            + now.saturating_duration_since(bucket.last).as_secs_f64() * rate)
+            .min(rate * 2.0);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -184,14 +245,15 @@ impl Guard {
     fn sweep(&mut self, now: Instant) {
         if self
             .last_sweep
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(10))
         {
             return;
         }
         self.last_sweep = Some(now);
         let idle = Duration::from_secs(60);
         self.sources.retain(|_, b| {
-            b.banned_until.is_some_and(|until| until > now) || now.duration_since(b.last) < idle
+            b.banned_until.is_some_and(|until| until > now)
+                || now.saturating_duration_since(b.last) < idle
         });
     }
 }
@@ -199,20 +261,6 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cidr_blocks() {
-        let lo: Cidr = "127.0.0.0/8".parse().unwrap();
-        assert!(lo.contains("127.1.2.3".parse().unwrap()));
-        assert!(!lo.contains("10.0.0.1".parse().unwrap()));
-        assert!(lo.contains("::ffff:127.0.0.1".parse().unwrap()));
-        let v6: Cidr = "::1/128".parse().unwrap();
-        assert!(v6.contains("::1".parse().unwrap()));
-        assert!(!v6.contains("::2".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        let any: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(any.contains("192.0.2.1".parse().unwrap()));
-    }
 
     #[test]
     fn acl_rejects_or_drops_outsiders() {
@@ -269,5 +317,92 @@ mod tests {
                 Verdict::Pass
             );
         }
+    }
+
+    #[test]
+    fn trusted_trunks_are_never_banned_and_pass_the_acl() {
+        let mut guard = Guard::new(GuardConfig {
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+            rate_limit: 10,
+            trusted: vec!["127.0.0.1/32".parse().unwrap()],
+            ..GuardConfig::default()
+        });
+        let start = Instant::now();
+        let trunk: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..10_000 {
+            assert_eq!(guard.check(trunk, start), Verdict::Pass);
+        }
+        assert_eq!(guard.tracked(), 0, "trusted sources cost no table entry");
+        assert_eq!(
+            guard.check("127.0.0.2".parse().unwrap(), start),
+            Verdict::Forbid
+        );
+    }
+
+    #[test]
+    fn in_call_traffic_is_not_new_call_rate() {
+        let mut guard = Guard::new(GuardConfig {
+            rate_limit: 10,
+            ..GuardConfig::default()
+        });
+        let start = Instant::now();
+        let peer: IpAddr = "127.0.0.5".parse().unwrap();
+        assert_eq!(Traffic::of(b"ACK sip:x SIP/2.0\r\n"), Traffic::InCall);
+        assert_eq!(Traffic::of(b"BYE sip:x SIP/2.0\r\n"), Traffic::InCall);
+        assert_eq!(Traffic::of(b"INFO sip:x SIP/2.0\r\n"), Traffic::InCall);
+        assert_eq!(Traffic::of(b"SIP/2.0 200 OK\r\n"), Traffic::InCall);
+        assert_eq!(Traffic::of(b"INVITE sip:x SIP/2.0\r\n"), Traffic::New);
+        assert_eq!(Traffic::of(b"ACKNOWLEDGE"), Traffic::New);
+        assert_eq!(Traffic::of(b"\x00garbage"), Traffic::New);
+        for _ in 0..1_000 {
+            assert_eq!(
+                guard.check_traffic(peer, start, Traffic::InCall),
+                Verdict::Pass
+            );
+        }
+        let new = (0..100)
+            .filter(|_| guard.check_traffic(peer, start, Traffic::New) == Verdict::Pass)
+            .count();
+        assert_eq!(new, 20, "the burst of new work is intact");
+        assert_eq!(
+            guard.check_traffic(peer, start, Traffic::InCall),
+            Verdict::Drop,
+            "a banned source is banned for everything"
+        );
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_least_recently_seen_instead_of_failing_open() {
+        let mut guard = Guard::new(GuardConfig {
+            rate_limit: 10,
+            ..GuardConfig::default()
+        });
+        let start = Instant::now();
+        let flooder: IpAddr = "192.0.2.1".parse().unwrap();
+        let banned = (0..100)
+            .filter(|_| guard.check(flooder, start) == Verdict::Drop)
+            .count();
+        assert!(banned > 0);
+        // More sources than the table holds, all in the same instant (no sweep), the flooder
+        // still sending among them.
+        for n in 0..(MAX_TRACKED as u32 + 1_000) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            assert_eq!(guard.check(ip, start), Verdict::Pass);
+            if n % 1_000 == 0 {
+                assert_eq!(guard.check(flooder, start), Verdict::Drop);
+            }
+        }
+        assert_eq!(guard.tracked(), MAX_TRACKED);
+        assert_eq!(
+            guard.check(flooder, start),
+            Verdict::Drop,
+            "the flooder is still banned"
+        );
+        // A new source past capacity is tracked (and limited), not waved through.
+        let late: IpAddr = "198.51.100.7".parse().unwrap();
+        let passed = (0..100)
+            .filter(|_| guard.check(late, start) == Verdict::Pass)
+            .count();
+        assert_eq!(passed, 20);
     }
 }

@@ -48,6 +48,7 @@
 //! removed when their timers end them, and [`SipCore::transaction_count`] /
 //! [`SipCore::dialog_count`] expose the sizes so tests can check nothing is left behind.
 
+pub mod admission;
 mod dialog;
 pub mod message;
 pub mod sdp;
@@ -105,6 +106,8 @@ pub struct Config {
     /// long an outbound call may go without a final response before the core cancels it
     /// (`OutboundFailed` then `CallEnded { Unanswered }`).
     pub answer_timeout: Duration,
+    /// Per-source caps, the half-open total and the trusted trunks (see [`admission`]).
+    pub admission: admission::Limits,
 }
 
 impl Config {
@@ -119,6 +122,7 @@ impl Config {
             user_agent: "wasm-ivr".to_owned(),
             answer_timeout: Duration::from_secs(180),
             transport: Transport::Udp,
+            admission: admission::Limits::for_capacity(10_000, 100_000),
         }
     }
 
@@ -459,6 +463,10 @@ pub struct SipCore {
     timeout_reported: bool,
     next_call: u64,
     ids: Ids,
+    /// What each source holds, for the admission caps.
+    ledger: admission::Ledger,
+    /// Requests refused by an admission cap, ever.
+    refused: u64,
 }
 
 impl SipCore {
@@ -474,6 +482,8 @@ impl SipCore {
             outputs: VecDeque::new(),
             timeout_reported: false,
             next_call: 0,
+            ledger: admission::Ledger::default(),
+            refused: 0,
             ids: Ids {
                 keys: RandomState::new(),
                 counter: 0,
@@ -494,6 +504,17 @@ impl SipCore {
     /// Live calls (each with its dialog, early or confirmed).
     pub fn dialog_count(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Inbound calls whose 2xx is not acknowledged yet (still offered, ringing, or answered and
+    /// waiting for the ACK).
+    pub fn half_open_count(&self) -> usize {
+        self.ledger.half_open()
+    }
+
+    /// Requests refused by an admission cap since the core started (each got a stateless 503).
+    pub fn refused_count(&self) -> u64 {
+        self.refused
     }
 
     /// Feeds a datagram or a timer expiry.
@@ -1005,6 +1026,7 @@ impl SipCore {
         if let Some(key) = self.calls.get(&call).and_then(|c| c.pending_invite.clone()) {
             self.final_to_pending(now, call, &key, 487, "Request Terminated");
         }
+        self.ledger.call_ended(call);
         if let Some(c) = self.calls.remove(&call) {
             self.dialogs
                 .remove(&(c.dialog.call_id.clone(), c.dialog.local_tag.clone()));
@@ -1089,6 +1111,21 @@ impl SipCore {
             let bytes = ResponseBuilder::new(&req.headers, from, 503, "Service Unavailable")
                 .local_tag(Some(&tag))
                 .header("Retry-After", "5")
+                .build();
+            self.transmit(from, bytes);
+            return;
+        }
+        if let Err(refusal) = self.admit(from, &req) {
+            // Stateless for the same reason; the source is told to come back later.
+            self.refused += 1;
+            let tag = self.ids.tag();
+            let bytes = ResponseBuilder::new(&req.headers, from, 503, "Service Unavailable")
+                .local_tag(Some(&tag))
+                .header("Retry-After", "5")
+                .header(
+                    "Warning",
+                    format!("399 wasm-ivr \"too many {}\"", refusal.as_str()),
+                )
                 .build();
             self.transmit(from, bytes);
             return;
@@ -1188,6 +1225,26 @@ impl SipCore {
         }
     }
 
+    /// The admission caps for a new request from `from`: its transaction, and for an initial
+    /// INVITE its call.
+    fn admit(&self, from: SocketAddr, req: &Request) -> Result<(), admission::Refusal> {
+        let limits = &self.config.admission;
+        self.ledger.admit_transaction(limits, from.ip())?;
+        if req.method == Method::Invite && req.to.tag().is_none() {
+            self.ledger.admit_call(limits, from.ip())?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a server transaction, counted against its peer's cap.
+    fn insert_server_tx(&mut self, key: TxKey, tx: ServerTx) {
+        let peer = tx.peer().ip();
+        if let Some(old) = self.server_txs.insert(key, tx) {
+            self.ledger.transaction_ended(old.peer().ip());
+        }
+        self.ledger.transaction_started(peer);
+    }
+
     fn find_dialog(&self, req: &Request) -> Option<CallHandle> {
         let tag = req.to.tag()?;
         let call = *self.dialogs.get(&(req.call_id.clone(), tag.to_owned()))?;
@@ -1260,6 +1317,7 @@ impl SipCore {
         let call = CallHandle(self.next_call);
         let trying = ResponseBuilder::new(&req.headers, from, 100, "Trying").build();
         self.transmit(from, trying.clone());
+        let trusted = self.config.admission.is_trusted(from.ip());
         let incoming = IncomingCall {
             call,
             call_id: req.call_id.clone(),
@@ -1271,10 +1329,13 @@ impl SipCore {
                     .or_else(|| req.to.uri.user())
                     .unwrap_or_default(),
             ),
-            caller: caller_of(&req),
+            caller: caller_of(&req, trusted),
+            // An untrusted source's assertion is not passed on either: the application must not
+            // be able to believe it by reading the headers.
             headers: req
                 .headers
                 .iter()
+                .filter(|h| trusted || !h.name.eq_ignore_ascii_case(ASSERTED_IDENTITY))
                 .map(|h| (h.name.clone(), h.value.clone()))
                 .collect(),
             sdp_offer,
@@ -1285,7 +1346,8 @@ impl SipCore {
         let answer_by = now + self.config.answer_timeout;
         self.calls
             .insert(call, Call::new(dialog, key.clone(), answer_by));
-        self.server_txs.insert(
+        self.ledger.call_started(call, from.ip());
+        self.insert_server_tx(
             key,
             ServerTx::Invite(Box::new(InviteServerTx::proceeding(
                 from,
@@ -1349,7 +1411,7 @@ impl SipCore {
             c.pending_invite = Some(key.clone());
             c.answer_by = Some(now + self.config.answer_timeout);
         }
-        self.server_txs.insert(
+        self.insert_server_tx(
             key,
             ServerTx::Invite(Box::new(InviteServerTx::proceeding(
                 from,
@@ -1513,6 +1575,7 @@ impl SipCore {
         }
         c.ack_wait = None;
         let hangup = std::mem::take(&mut c.hangup_after_ack);
+        self.ledger.call_confirmed(call);
         let sdp = (!req.body.is_empty()).then(|| req.body.clone());
         self.event(Event::Ack { call, sdp });
         if hangup {
@@ -1726,7 +1789,9 @@ impl SipCore {
             }
         }
         for key in done {
-            self.server_txs.remove(&key);
+            if let Some(tx) = self.server_txs.remove(&key) {
+                self.ledger.transaction_ended(tx.peer().ip());
+            }
         }
 
         let mut finished = Vec::new();
@@ -1880,7 +1945,7 @@ impl SipCore {
                 until: now + timers.timer_j(),
             })
         };
-        self.server_txs.insert(key, tx);
+        self.insert_server_tx(key, tx);
         self.transmit(from, bytes);
     }
 
@@ -1968,12 +2033,17 @@ fn sipfrag_status(req: &Request) -> Option<u16> {
     code.parse().ok().filter(|c| (100..=699).contains(c))
 }
 
-/// The caller's number or user: P-Asserted-Identity first (set by a trusted proxy), else From.
-fn caller_of(req: &Request) -> String {
+/// The header a trusted proxy puts the caller's identity in (RFC 3325).
+const ASSERTED_IDENTITY: &str = "P-Asserted-Identity";
+
+/// The caller's number or user: P-Asserted-Identity first when the request comes from a trusted
+/// trunk (RFC 3325 §5: an assertion is only worth what its sender's trust is), else From.
+fn caller_of(req: &Request, trusted: bool) -> String {
     let asserted = req
         .headers
-        .list("P-Asserted-Identity")
+        .list(ASSERTED_IDENTITY)
         .into_iter()
+        .filter(|_| trusted)
         .filter_map(|v| NameAddr::parse(v).ok())
         .find_map(|n| n.uri.user());
     normalise_number(asserted.or_else(|| req.from.uri.user()).unwrap_or_default())

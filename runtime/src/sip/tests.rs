@@ -26,6 +26,16 @@ impl Harness {
         }
     }
 
+    /// A harness whose peer is a trusted trunk (its P-Asserted-Identity is believed).
+    fn trusting_peer() -> Self {
+        let mut config = Config::new(LOCAL.parse().unwrap());
+        config.admission.trusted = vec![PEER.split(':').next().unwrap().parse().unwrap()];
+        Self {
+            core: SipCore::new(config),
+            base: Instant::now(),
+        }
+    }
+
     fn at(&self, ms: u64) -> Instant {
         self.base + Duration::from_millis(ms)
     }
@@ -245,7 +255,7 @@ fn established(h: &mut Harness, call_id: &str, extra: &[&str]) -> (CallHandle, S
 
 #[test]
 fn full_uas_invite_flow_with_timer_h() {
-    let mut h = Harness::new();
+    let mut h = Harness::trusting_peer();
     let out = h.send(
         0,
         &invite(
@@ -1033,6 +1043,177 @@ fn transaction_limit_answers_503_statelessly() {
     }
     assert_eq!(h.core.transaction_count(), 2);
     h.assert_empty();
+}
+
+#[test]
+fn an_untrusted_sources_asserted_identity_is_ignored() {
+    let mut h = Harness::new();
+    let out = h.send(
+        0,
+        &invite(
+            "pai-untrusted",
+            "z9hG4bKpai1",
+            Some(OFFER),
+            &["P-Asserted-Identity: <tel:+1-415-555-0100>"],
+        ),
+    );
+    let call = incoming(&out);
+    assert_ne!(
+        call.caller, "+14155550100",
+        "the From user, not the assertion"
+    );
+    assert!(
+        !call
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("P-Asserted-Identity")),
+        "the assertion is not passed on: {:?}",
+        call.headers
+    );
+}
+
+/// A raw INVITE from `from` (its own Call-ID and branch).
+fn invite_from(from: SocketAddr, n: u32) -> Vec<u8> {
+    let via = format!("Via: SIP/2.0/UDP {from};branch=z9hG4bKho{n}");
+    let cid = format!("Call-ID: half-open-{n}");
+    let contact = format!("Contact: <sip:caller@{from}>");
+    request(
+        "INVITE sip:+14155559876@127.0.0.1:5080 SIP/2.0",
+        &[
+            &via,
+            "From: <sip:caller@example.com>;tag=ho",
+            "To: <sip:+14155559876@127.0.0.1:5080>",
+            &cid,
+            "CSeq: 1 INVITE",
+            &contact,
+            "Content-Type: application/sdp",
+        ],
+        OFFER,
+    )
+}
+
+fn drain_all(core: &mut SipCore) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output())
+        .take(10_000)
+        .collect()
+}
+
+#[test]
+fn half_open_calls_per_source_are_capped_statelessly() {
+    let mut config = Config::new(LOCAL.parse().unwrap());
+    config.max_calls = 40;
+    config.admission = admission::Limits::for_capacity(40, 100_000);
+    let mut core = SipCore::new(config);
+    let now = Instant::now();
+    let flooder: SocketAddr = "127.0.0.3:5099".parse().unwrap();
+    let mut calls = 0;
+    let mut refused = 0;
+    for n in 0..200 {
+        core.handle_input(Input::Datagram {
+            now,
+            from: flooder,
+            data: &invite_from(flooder, n),
+        });
+        let out = drain_all(&mut core);
+        calls += events(&out)
+            .iter()
+            .filter(|e| matches!(e, Event::IncomingCall(_)))
+            .count();
+        if statuses(&out) == [503] {
+            refused += 1;
+            assert!(sent(&out)[0].contains("Retry-After: 5"));
+        }
+    }
+    assert_eq!(
+        (calls, refused),
+        (5, 195),
+        "an eighth of max_calls, then 503"
+    );
+    assert_eq!(core.half_open_count(), 5);
+    assert_eq!(core.refused_count(), 195);
+    assert_eq!(
+        core.transaction_count(),
+        5,
+        "the refusals left no transaction behind"
+    );
+    // Another source still gets in.
+    let other: SocketAddr = "127.0.0.2:5099".parse().unwrap();
+    core.handle_input(Input::Datagram {
+        now,
+        from: other,
+        data: &invite_from(other, 1_000),
+    });
+    let out = drain_all(&mut core);
+    let call = incoming(&out);
+    assert_eq!(call.source, other);
+    // The flooder's calls time out (answer timeout) and its room comes back.
+    core.handle_input(Input::Timeout(now + Duration::from_secs(181)));
+    drain_all(&mut core);
+    core.handle_input(Input::Timeout(now + Duration::from_secs(400)));
+    drain_all(&mut core);
+    assert_eq!(core.half_open_count(), 0);
+    assert_eq!(core.dialog_count(), 0);
+    core.handle_input(Input::Datagram {
+        now: now + Duration::from_secs(400),
+        from: flooder,
+        data: &invite_from(flooder, 2_000),
+    });
+    let out = drain_all(&mut core);
+    assert!(
+        events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::IncomingCall(_)))
+    );
+}
+
+#[test]
+fn transactions_per_source_are_capped() {
+    let mut config = Config::new(LOCAL.parse().unwrap());
+    config.admission.transactions_per_source = 3;
+    let mut core = SipCore::new(config);
+    let now = Instant::now();
+    let options = |from: SocketAddr, n: u32| {
+        let via = format!("Via: SIP/2.0/UDP {from};branch=z9hG4bKtx{n}");
+        request(
+            "OPTIONS sip:127.0.0.1 SIP/2.0",
+            &[
+                &via,
+                "From: <sip:a@b>;tag=1",
+                "To: <sip:c@d>",
+                "Call-ID: txcap",
+                "CSeq: 1 OPTIONS",
+            ],
+            "",
+        )
+    };
+    let a: SocketAddr = "127.0.0.3:5099".parse().unwrap();
+    let b: SocketAddr = "127.0.0.4:5099".parse().unwrap();
+    let mut got = Vec::new();
+    for n in 0..5 {
+        core.handle_input(Input::Datagram {
+            now,
+            from: a,
+            data: &options(a, n),
+        });
+        got.extend(statuses(&drain_all(&mut core)));
+    }
+    assert_eq!(got, [200, 200, 200, 503, 503]);
+    core.handle_input(Input::Datagram {
+        now,
+        from: b,
+        data: &options(b, 9),
+    });
+    assert_eq!(statuses(&drain_all(&mut core)), [200]);
+    // Timer J ends them; the source gets room again.
+    core.handle_input(Input::Timeout(now + Duration::from_secs(40)));
+    drain_all(&mut core);
+    assert_eq!(core.transaction_count(), 0);
+    core.handle_input(Input::Datagram {
+        now: now + Duration::from_secs(40),
+        from: a,
+        data: &options(a, 10),
+    });
+    assert_eq!(statuses(&drain_all(&mut core)), [200]);
 }
 
 // ----- torture messages -----------------------------------------------------------------------

@@ -85,6 +85,14 @@ pub(crate) enum ServerTx {
 }
 
 impl ServerTx {
+    /// Where the request came from (and responses go).
+    pub fn peer(&self) -> SocketAddr {
+        match self {
+            Self::Invite(tx) => tx.peer,
+            Self::NonInvite(tx) => tx.peer,
+        }
+    }
+
     /// What to send when the request arrives again.
     pub fn retransmission(&self) -> Option<(SocketAddr, Vec<u8>)> {
         match self {
