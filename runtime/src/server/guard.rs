@@ -11,7 +11,7 @@
 //! Memory stays bounded under a flood from many addresses: the table of sources is capped,
 //! evicting the least recently seen source, and swept of idle entries.
 
-use hashlink::LruCache;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -148,6 +148,48 @@ struct Bucket {
     tokens: f64,
     last: Instant,
     banned_until: Option<Instant>,
+    /// When it was last seen, in [`Sources::order`]'s numbering.
+    seen: u64,
+}
+
+/// The tracked sources, with the order they were last seen in so that the least recently seen
+/// can be found at once.
+#[derive(Default)]
+struct Sources {
+    buckets: HashMap<IpAddr, Bucket>,
+    order: BTreeMap<u64, IpAddr>,
+    clock: u64,
+}
+
+impl Sources {
+    /// The bucket of `ip`, marked as seen now; a new one (`fresh`) if it is not tracked, made
+    /// room for by forgetting the least recently seen source.
+    fn touch(&mut self, ip: IpAddr, fresh: impl FnOnce() -> Bucket) -> &mut Bucket {
+        self.clock += 1;
+        let seen = self.clock;
+        if let Some(old) = self.buckets.get(&ip).map(|b| b.seen) {
+            self.order.remove(&old);
+        } else if self.buckets.len() >= MAX_TRACKED
+            && let Some((_, oldest)) = self.order.pop_first()
+        {
+            self.buckets.remove(&oldest);
+        }
+        self.order.insert(seen, ip);
+        let bucket = self.buckets.entry(ip).or_insert_with(fresh);
+        bucket.seen = seen;
+        bucket
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Bucket) -> bool) {
+        let order = &mut self.order;
+        self.buckets.retain(|_, b| {
+            let kept = keep(b);
+            if !kept {
+                order.remove(&b.seen);
+            }
+            kept
+        });
+    }
 }
 
 /// Most sources tracked at once; past this the least recently seen source is forgotten. A
@@ -157,7 +199,7 @@ const MAX_TRACKED: usize = 65_536;
 /// The per-endpoint guard.
 pub struct Guard {
     config: GuardConfig,
-    sources: LruCache<IpAddr, Bucket>,
+    sources: Sources,
     last_sweep: Option<Instant>,
 }
 
@@ -166,7 +208,7 @@ impl Guard {
     pub fn new(config: GuardConfig) -> Self {
         Guard {
             config,
-            sources: LruCache::new(MAX_TRACKED),
+            sources: Sources::default(),
             last_sweep: None,
         }
     }
@@ -197,25 +239,17 @@ impl Guard {
         let rate = f64::from(self.config.rate_limit);
         if traffic == Traffic::InCall {
             // Only a ban applies; a source not tracked yet is not added by in-call traffic.
-            return match self.sources.get_mut(&ip) {
+            return match self.sources.buckets.get(&ip) {
                 Some(b) if b.banned_until.is_some_and(|until| now < until) => Verdict::Drop,
                 _ => Verdict::Pass,
             };
         }
-        if !self.sources.contains_key(&ip) {
-            // At capacity this evicts the least recently seen source.
-            self.sources.insert(
-                ip,
-                Bucket {
-                    tokens: rate * 2.0,
-                    last: now,
-                    banned_until: None,
-                },
-            );
-        }
-        let Some(bucket) = self.sources.get_mut(&ip) else {
-            return Verdict::Pass;
-        };
+        let bucket = self.sources.touch(ip, || Bucket {
+            tokens: rate * 2.0,
+            last: now,
+            banned_until: None,
+            seen: 0,
+        });
         if let Some(until) = bucket.banned_until {
             if now < until {
                 return Verdict::Drop;
@@ -239,7 +273,7 @@ impl Guard {
 
     /// Sources tracked now.
     pub fn tracked(&self) -> usize {
-        self.sources.len()
+        self.sources.buckets.len()
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -251,7 +285,7 @@ impl Guard {
         }
         self.last_sweep = Some(now);
         let idle = Duration::from_secs(60);
-        self.sources.retain(|_, b| {
+        self.sources.retain(|b| {
             b.banned_until.is_some_and(|until| until > now)
                 || now.saturating_duration_since(b.last) < idle
         });
