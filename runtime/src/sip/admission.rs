@@ -252,6 +252,7 @@ impl Ledger {
     }
 
     /// Sources holding something now.
+    #[cfg(test)]
     pub fn sources(&self) -> usize {
         self.loads.len()
     }
