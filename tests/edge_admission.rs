@@ -326,7 +326,7 @@ fn sipp_load(dir: &CallDir, server: &Server, ip: &str, rate: u32, count: u32) ->
     let text = std::fs::read_to_string(&stats).unwrap_or_default();
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let names: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-    let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap_or_default().split(';').collect();
     let field = |name: &str| {
         names
             .iter()
