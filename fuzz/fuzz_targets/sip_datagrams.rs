@@ -56,7 +56,10 @@ fuzz_target!(|data: &[u8]| {
     let mut now = start;
     let mut sources = Vec::new();
     for (n, datagram) in split(data).into_iter().enumerate().take(64) {
-        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (n % 3) as u8)), 5070);
+        let from = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (n % 3) as u8)),
+            5070,
+        );
         if !sources.contains(&from) {
             sources.push(from);
         }
@@ -74,5 +77,9 @@ fuzz_target!(|data: &[u8]| {
         core.handle_input(Input::Timeout(now));
         drain(&mut core, now, &sources);
     }
-    assert_eq!(core.transaction_count(), 0, "transactions left after every timer");
+    assert_eq!(
+        core.transaction_count(),
+        0,
+        "transactions left after every timer"
+    );
 });
