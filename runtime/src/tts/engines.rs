@@ -318,14 +318,6 @@ impl SpeechEngine for Festival {
         &self.voices
     }
 
-    fn default_voice(&self, gender: Gender) -> Option<&str> {
-        // Sorted best synthesis first.
-        self.voices
-            .iter()
-            .find(|v| v.gender == Some(gender))
-            .map(|v| v.name.as_str())
-    }
-
     fn render(&self, text: &str, voice: &str, out: &Path) -> Result<(), TtsError> {
         // The name is spliced into Scheme: only a listed voice (a fixed table entry) gets here.
         if !self.voices.iter().any(|v| v.name == voice) {
@@ -411,13 +403,6 @@ impl SpeechEngine for Flite {
 
     fn voices(&self) -> &[VoiceInfo] {
         &self.voices
-    }
-
-    fn default_voice(&self, gender: Gender) -> Option<&str> {
-        self.voices
-            .iter()
-            .find(|v| v.gender == Some(gender))
-            .map(|v| v.name.as_str())
     }
 
     fn render(&self, text: &str, voice: &str, out: &Path) -> Result<(), TtsError> {

@@ -64,8 +64,14 @@ pub trait SpeechEngine: Send + Sync {
     fn name(&self) -> &str;
     /// The voices it accepts.
     fn voices(&self) -> &[VoiceInfo];
-    /// Its best voice of `gender`, if it has one.
-    fn default_voice(&self, gender: Gender) -> Option<&str>;
+    /// Its best voice of `gender`, if it has one: by default the first of that gender in
+    /// [`SpeechEngine::voices`], which engines list best first.
+    fn default_voice(&self, gender: Gender) -> Option<&str> {
+        self.voices()
+            .iter()
+            .find(|v| v.gender == Some(gender))
+            .map(|v| v.name.as_str())
+    }
     /// Renders `text` in `voice` to a WAV file (any rate, any channels) at `out`.
     fn render(&self, text: &str, voice: &str, out: &Path) -> Result<(), TtsError>;
 }
