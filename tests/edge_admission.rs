@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::sipp::{header, status_of};
+
 use common::sipp::{self, CallDir, SEED_DID, Server, ServerOptions, Sipp, Step};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -42,24 +44,6 @@ fn udp_from(ip: &str) -> UdpSocket {
 
 fn server_addr(server: &Server) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], server.sip_port))
-}
-
-/// The status code of a response.
-fn status_of(message: &str) -> Option<u16> {
-    message.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
-}
-
-/// The first header `name` of a message.
-fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
-    message
-        .split("\r\n\r\n")
-        .next()?
-        .lines()
-        .skip(1)
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
 }
 
 /// Every datagram `socket` receives during `window`.

@@ -13,7 +13,6 @@ use common::sipp::{
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wasm_ivr::media::codec::Codec;
 
@@ -24,44 +23,13 @@ const TE: u8 = 101;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// `wasm-ivr ARGS` (bounded), with its exit code, stdout and stderr.
-fn wasm_ivr(args: &[&str]) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
-    let mut child = Command::new(common::bin())
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("run wasm-ivr");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll wasm-ivr") {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (
-        status,
-        std::fs::read_to_string(out_path).unwrap_or_default(),
-        std::fs::read_to_string(err_path).unwrap_or_default(),
-    )
-}
-
 /// Waits (bounded) for the call record of `call_id`.
 fn call_record(store: &Path, call_id: &str, server: &Server) -> Value {
     let store = store.to_str().expect("UTF-8 path");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (code, out, err) = wasm_ivr(&["calls", "--store", store, "--json", "--limit", "1000"]);
+        let (code, out, err) =
+            common::run_wasm_ivr(&["calls", "--store", store, "--json", "--limit", "1000"]);
         assert_eq!(code, Some(0), "wasm-ivr calls failed: {err}");
         let records: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
         if let Some(r) = records
@@ -83,7 +51,7 @@ fn call_record(store: &Path, call_id: &str, server: &Server) -> Value {
 /// The do-not-call list.
 fn dnc_list(store: &Path) -> String {
     let store = store.to_str().expect("UTF-8 path");
-    let (code, out, err) = wasm_ivr(&["dnc", "--store", store, "list"]);
+    let (code, out, err) = common::run_wasm_ivr(&["dnc", "--store", store, "list"]);
     assert_eq!(code, Some(0), "wasm-ivr dnc list failed: {err}");
     out
 }

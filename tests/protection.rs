@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::sipp::{header, status_of};
+
 use common::sipp::{
     self, CallDir, Capture, SEED_DID, Server, ServerOptions, Sipp, SippRun, Step, ToneBuilder,
 };
@@ -132,42 +134,11 @@ impl Setup {
 // The CLI: call records and the do-not-call list
 // ---------------------------------------------------------------------------------------------
 
-/// Runs `wasm-ivr ARGS` to the end (killed after 30 s); returns (exit code, stdout, stderr).
-fn wasm_ivr(args: &[&str]) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
-    let mut child = Command::new(common::bin())
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("run wasm-ivr");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll wasm-ivr") {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status,
-        std::fs::read_to_string(out_path).unwrap_or_default(),
-        std::fs::read_to_string(err_path).unwrap_or_default(),
-    )
-}
-
 /// `wasm-ivr calls --store STORE --json --limit 1000`.
 fn call_records(store: &Path) -> Vec<Value> {
     let store = store.to_str().expect("UTF-8 path");
-    let (code, out, err) = wasm_ivr(&["calls", "--store", store, "--json", "--limit", "1000"]);
+    let (code, out, err) =
+        common::run_wasm_ivr(&["calls", "--store", store, "--json", "--limit", "1000"]);
     assert_eq!(code, Some(0), "wasm-ivr calls failed: {err}");
     serde_json::from_str::<Value>(&out)
         .unwrap_or_else(|e| panic!("wasm-ivr calls --json printed no JSON ({e}): {out}"))
@@ -250,7 +221,7 @@ fn dnc_list(store: &Path, csv: bool) -> String {
     if csv {
         args.push("--csv");
     }
-    let (code, out, err) = wasm_ivr(&args);
+    let (code, out, err) = common::run_wasm_ivr(&args);
     assert_eq!(code, Some(0), "wasm-ivr dnc list failed: {err}");
     out
 }
@@ -1046,9 +1017,10 @@ fn dnc_list_takes_the_store_after_the_action() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = dir.path().join("dnc.db");
     let store = store.to_str().expect("UTF-8");
-    let (code, out, err) = wasm_ivr(&["dnc", "--store", store, "add", "+1 (415) 555-0100"]);
+    let (code, out, err) =
+        common::run_wasm_ivr(&["dnc", "--store", store, "add", "+1 (415) 555-0100"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    let (code, out, err) = wasm_ivr(&["dnc", "list", "--store", store, "--csv"]);
+    let (code, out, err) = common::run_wasm_ivr(&["dnc", "list", "--store", store, "--csv"]);
     assert_eq!(
         code,
         Some(0),
@@ -1771,24 +1743,6 @@ fn collect(socket: &UdpSocket, window: Duration) -> Vec<String> {
         }
     }
     out
-}
-
-/// The status code of a response.
-fn status_of(message: &str) -> Option<u16> {
-    message.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
-}
-
-/// The first header `name` of a message.
-fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
-    message
-        .split("\r\n\r\n")
-        .next()?
-        .lines()
-        .skip(1)
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
 }
 
 /// An out-of-dialog OPTIONS from `socket` to the server.

@@ -6,9 +6,9 @@
 pub mod sipp;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasm_ivr::engine::{EngineSettings, IvrEngine};
 
 /// The repository root.
@@ -90,4 +90,36 @@ pub fn install_testbed(dir: &Path, name: &str, settings: &str) -> PathBuf {
     std::fs::copy(testbed(), &path).expect("copy testbed");
     std::fs::write(dir.join(format!("{name}.toml")), settings).expect("write settings");
     path
+}
+
+/// Runs `wasm-ivr ARGS` to the end (killed after 30 s); returns (exit code, stdout, stderr).
+pub fn run_wasm_ivr(args: &[&str]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("run wasm-ivr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll wasm-ivr") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status,
+        std::fs::read_to_string(out_path).unwrap_or_default(),
+        std::fs::read_to_string(err_path).unwrap_or_default(),
+    )
 }

@@ -1669,3 +1669,21 @@ pub fn spray_rtp(socket: &UdpSocket, lo: u16, hi: u16, frames: &[Vec<u8>]) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The status code of a response.
+pub fn status_of(message: &str) -> Option<u16> {
+    message.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// The first header `name` of a message.
+pub fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
